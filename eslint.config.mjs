@@ -1,0 +1,58 @@
+import nx from "@nx/eslint-plugin";
+
+// Module boundaries are the architecture: pure libs never see tensors, tensor libs never pick a
+// backend, only the backend lib and the apps do.
+const tensorBackends = [
+  "@tensorflow/tfjs-backend-*",
+  "@tensorflow/tfjs-node",
+  "@tensorflow/tfjs-node-gpu",
+];
+
+export default [
+  ...nx.configs["flat/base"],
+  ...nx.configs["flat/typescript"],
+  { ignores: ["**/node_modules", "**/build", "**/dist", ".nx", "runs", "**/*.cjs"] },
+  {
+    files: ["**/*.ts"],
+    rules: {
+      "@nx/enforce-module-boundaries": [
+        "error",
+        {
+          enforceBuildableLibDependency: false,
+          allow: [],
+          depConstraints: [
+            {
+              sourceTag: "type:pure",
+              onlyDependOnLibsWithTags: ["type:pure"],
+              bannedExternalImports: ["@tensorflow/*"],
+            },
+            {
+              sourceTag: "type:tensor",
+              onlyDependOnLibsWithTags: ["type:pure", "type:tensor"],
+              bannedExternalImports: tensorBackends,
+            },
+            {
+              sourceTag: "type:native",
+              onlyDependOnLibsWithTags: ["type:pure", "type:native"],
+              bannedExternalImports: ["@tensorflow/tfjs-node", "@tensorflow/tfjs-node-gpu"],
+            },
+            {
+              sourceTag: "type:backend",
+              onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:native", "type:backend"],
+            },
+            {
+              sourceTag: "type:testing",
+              onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:backend", "type:testing"],
+            },
+            {
+              sourceTag: "type:app",
+              onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:backend", "type:native", "type:testing"],
+            },
+          ],
+        },
+      ],
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "@typescript-eslint/no-non-null-assertion": "off",
+    },
+  },
+];

@@ -1,0 +1,2 @@
+export * as Config from "./Config";
+export { ConfigError, FileError } from "./Errors";
