@@ -8,6 +8,28 @@ const tensorBackends = [
   "@tensorflow/tfjs-node-gpu",
 ];
 
+const constraints = (forTests) => {
+  // Tests may also use the jest helpers of libs/testing; production code may not.
+  const t = forTests ? ["type:testing"] : [];
+  return [
+    { sourceTag: "type:pure", onlyDependOnLibsWithTags: ["type:pure", ...t], bannedExternalImports: ["@tensorflow/*"] },
+    { sourceTag: "type:tensor", onlyDependOnLibsWithTags: ["type:pure", "type:tensor", ...t], bannedExternalImports: tensorBackends },
+    {
+      sourceTag: "type:native",
+      onlyDependOnLibsWithTags: ["type:pure", "type:native", ...t],
+      bannedExternalImports: ["@tensorflow/tfjs-node", "@tensorflow/tfjs-node-gpu"],
+    },
+    { sourceTag: "type:backend", onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:native", "type:backend", ...t] },
+    { sourceTag: "type:testing", onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:backend", "type:testing"] },
+    { sourceTag: "type:app", onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:backend", "type:native", ...t] },
+  ];
+};
+
+const boundaries = (forTests) => [
+  "error",
+  { enforceBuildableLibDependency: false, allow: [], depConstraints: constraints(forTests) },
+];
+
 export default [
   ...nx.configs["flat/base"],
   ...nx.configs["flat/typescript"],
@@ -15,44 +37,13 @@ export default [
   {
     files: ["**/*.ts"],
     rules: {
-      "@nx/enforce-module-boundaries": [
-        "error",
-        {
-          enforceBuildableLibDependency: false,
-          allow: [],
-          depConstraints: [
-            {
-              sourceTag: "type:pure",
-              onlyDependOnLibsWithTags: ["type:pure"],
-              bannedExternalImports: ["@tensorflow/*"],
-            },
-            {
-              sourceTag: "type:tensor",
-              onlyDependOnLibsWithTags: ["type:pure", "type:tensor"],
-              bannedExternalImports: tensorBackends,
-            },
-            {
-              sourceTag: "type:native",
-              onlyDependOnLibsWithTags: ["type:pure", "type:native"],
-              bannedExternalImports: ["@tensorflow/tfjs-node", "@tensorflow/tfjs-node-gpu"],
-            },
-            {
-              sourceTag: "type:backend",
-              onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:native", "type:backend"],
-            },
-            {
-              sourceTag: "type:testing",
-              onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:backend", "type:testing"],
-            },
-            {
-              sourceTag: "type:app",
-              onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:backend", "type:native", "type:testing"],
-            },
-          ],
-        },
-      ],
+      "@nx/enforce-module-boundaries": boundaries(false),
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
       "@typescript-eslint/no-non-null-assertion": "off",
     },
+  },
+  {
+    files: ["**/test/**/*.ts", "tools/**/*.ts"],
+    rules: { "@nx/enforce-module-boundaries": boundaries(true) },
   },
 ];

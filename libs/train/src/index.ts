@@ -1,1 +1,2 @@
-export {};
+export * as RunConfig from "./RunConfig";
+export * as ConfigFile from "./ConfigFile";

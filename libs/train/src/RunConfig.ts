@@ -1,0 +1,89 @@
+import { Either, Schema } from "effect";
+import { Config, type ConfigError } from "@patchlm/core";
+
+const PositiveInt = Schema.Int.pipe(Schema.positive());
+const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative());
+const PositiveNumber = Schema.Number.pipe(Schema.positive());
+const NonNegativeNumber = Schema.Number.pipe(Schema.nonNegative());
+const opt = <A, I>(s: Schema.Schema<A, I>, d: NoInfer<A>) => Schema.optionalWith(s, { default: () => d });
+/** A nested section whose every field has a default: omitting it means "all defaults". */
+const section = <A, I>(s: Schema.Schema<A, I>) =>
+  Schema.optionalWith(s, { default: () => Schema.decodeUnknownSync(s)({}) });
+
+/** The model: a named preset, optionally with fields overridden. */
+export const ModelSection = Schema.Struct({
+  preset: opt(Schema.String, "reference"),
+  vocabSize: Schema.optional(PositiveInt),
+  dModel: Schema.optional(PositiveInt),
+  nLayers: Schema.optional(PositiveInt),
+  nHeads: Schema.optional(PositiveInt),
+  nKvHeads: Schema.optional(PositiveInt),
+  ffnHidden: Schema.optional(PositiveInt),
+  contextLength: Schema.optional(PositiveInt),
+  tieEmbeddings: Schema.optional(Schema.Boolean),
+});
+export type ModelSection = typeof ModelSection.Type;
+
+/** The patch plan (method.md §3): K, λ, strategy and what happens at the switch. */
+export const PatchSection = Schema.Struct({
+  patchSize: opt(PositiveInt, 4),
+  patchFraction: opt(Schema.Number.pipe(Schema.between(0, 1)), 2 / 3),
+  strategy: opt(Schema.String, "mean"),
+  switchPolicy: opt(Config.SwitchPolicy, "reset"),
+});
+
+/** How much data each step sees and in what shape. */
+export const BatchSection = Schema.Struct({
+  /** Total token budget D over both phases. */
+  tokens: PositiveInt,
+  /** Tokens per optimizer step (the global batch), the same in both phases. */
+  batchTokens: PositiveInt,
+  /** Positions T per sequence (patches in the patch phase, tokens in the token phase). */
+  seqLen: PositiveInt,
+  /** Sequences per micro-batch; batchTokens / (microBatch·tokens per sequence) gives accumulation. */
+  microBatch: PositiveInt,
+});
+
+export const OptimSection = Schema.Struct({
+  lr: opt(PositiveNumber, 3e-4),
+  minLr: opt(NonNegativeNumber, 0),
+  warmupSteps: opt(NonNegativeInt, 2000),
+  schedule: opt(Schema.Literal("cosine", "constant", "wsd"), "cosine"),
+  /** WSD only: fraction of the phase spent decaying. */
+  decayFraction: opt(Schema.Number.pipe(Schema.between(0, 1)), 0.2),
+  weightDecay: opt(NonNegativeNumber, 0.1),
+  beta1: opt(Schema.Number.pipe(Schema.between(0, 1)), 0.9),
+  beta2: opt(Schema.Number.pipe(Schema.between(0, 1)), 0.95),
+  eps: opt(PositiveNumber, 1e-8),
+  gradClip: opt(NonNegativeNumber, 1.0),
+});
+
+export const RunConfig = Schema.Struct({
+  /** Run name: the directory under runsDir. */
+  name: Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9._-]+$/, { message: () => "letters, digits, '.', '_' or '-' only" })),
+  runsDir: opt(Schema.String, "runs"),
+  /** A prepared data directory (the output of `trainer prepare`). */
+  data: Schema.String,
+  seed: opt(NonNegativeInt, 1234),
+  backend: opt(Schema.Literal("auto", "tensorflow", "native", "wasm", "cpu"), "auto"),
+  model: section(ModelSection),
+  patch: section(PatchSection),
+  batch: BatchSection,
+  optim: section(OptimSection),
+  /** Steps between log lines / metric records. */
+  logEvery: opt(PositiveInt, 10),
+  /** Steps between validation evaluations (0 = only at phase ends). */
+  evalEvery: opt(NonNegativeInt, 200),
+  /** Validation batches per evaluation. */
+  evalBatches: opt(PositiveInt, 8),
+  /** Steps between checkpoints (0 = only at phase ends and on stop). */
+  checkpointEvery: opt(NonNegativeInt, 500),
+  keepCheckpoints: opt(PositiveInt, 3),
+  /** Consecutive non-finite losses that stop the run. */
+  maxBadSteps: opt(PositiveInt, 5),
+});
+export type RunConfig = typeof RunConfig.Type;
+export type RunConfigInput = typeof RunConfig.Encoded;
+
+export const decode = (source: string, input: unknown): Either.Either<RunConfig, ConfigError> =>
+  Config.decodeConfig(RunConfig)(source, input);

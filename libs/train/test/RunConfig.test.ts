@@ -1,0 +1,61 @@
+import { Either } from "effect";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { runTest, runTestFailure } from "@patchlm/testing";
+import * as ConfigFile from "../src/ConfigFile";
+import * as RunConfig from "../src/RunConfig";
+
+const minimal = { name: "r1", data: "data/x", batch: { tokens: 1000000, batchTokens: 8192, seqLen: 256, microBatch: 8 } };
+
+describe("RunConfig", () => {
+  it("fills the paper's defaults", () => {
+    const c = Either.getOrThrow(RunConfig.decode("code", minimal));
+    expect(c.patch).toEqual({ patchSize: 4, patchFraction: 2 / 3, strategy: "mean", switchPolicy: "reset" });
+    expect(c.optim.lr).toBe(3e-4);
+    expect(c.optim.beta2).toBe(0.95);
+    expect(c.optim.weightDecay).toBe(0.1);
+    expect(c.optim.gradClip).toBe(1);
+    expect(c.model.preset).toBe("reference");
+  });
+
+  it("reports every problem at once with key paths, and rejects unknown keys", () => {
+    const bad = { ...minimal, name: "a b", patch: { patchSize: 0, bogus: 1 }, optim: { lr: -1 } };
+    const r = RunConfig.decode("run.yaml", bad);
+    expect(Either.isLeft(r)).toBe(true);
+    if (Either.isLeft(r)) {
+      const text = r.left.issues.join("\n");
+      for (const key of ["name", "patch.patchSize", "patch.bogus", "optim.lr"]) expect(text).toContain(key);
+      expect(r.left.message).toContain("run.yaml");
+    }
+  });
+});
+
+describe("ConfigFile", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-cfg-"));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it("merges file and flag overrides, flags winning", async () => {
+    const file = path.join(dir, "run.yaml");
+    fs.writeFileSync(file, "name: fromfile\ndata: d\nbatch:\n  tokens: 100\n  batchTokens: 64\n  seqLen: 8\n  microBatch: 2\npatch:\n  patchSize: 2\n");
+    const overrides = Either.getOrThrow(ConfigFile.parseOverrides(["patch.patchFraction=0.5", "name=\"cli\""]));
+    const c = await runTest(ConfigFile.resolve({ file, overrides }));
+    expect(c.name).toBe("cli");
+    expect(c.patch.patchSize).toBe(2);
+    expect(c.patch.patchFraction).toBe(0.5);
+  });
+
+  it("names the file when it is missing or malformed", async () => {
+    const missing = await runTestFailure(ConfigFile.resolve({ file: path.join(dir, "nope.json") }));
+    expect(missing._tag).toBe("FileError");
+    expect(String((missing as { message: string }).message)).toContain("nope.json");
+    const broken = path.join(dir, "broken.json");
+    fs.writeFileSync(broken, "{ not json");
+    const e = await runTestFailure(ConfigFile.resolve({ file: broken }));
+    expect((e as { reason: string }).reason).toBe("Malformed");
+  });
+
+  it("rejects malformed --set pairs", () => {
+    expect(Either.isLeft(ConfigFile.parseOverrides(["novalue"]))).toBe(true);
+  });
+});
