@@ -1,1 +1,1 @@
-export {};
+export * as Loss from "./Loss";
