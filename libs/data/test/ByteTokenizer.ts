@@ -1,0 +1,24 @@
+import { Tokenizer } from "@patchlm/tokenization";
+import { Effect, Layer } from "effect";
+import { createHash } from "node:crypto";
+
+/**
+ * A stand-in byte tokenizer for these tests: ids 0..255 are UTF-8 bytes, then BOS, EOS, PAD.
+ * `vocabSize` can be raised (specials move to the top) to exercise the uint32 shard path.
+ */
+export const makeByteTokenizer = (vocabSize = 259): Tokenizer.Service => {
+  const special = { bos: vocabSize - 3, eos: vocabSize - 2, pad: vocabSize - 1 };
+  const encode = (text: string): Uint32Array => Uint32Array.from(Buffer.from(text, "utf8"));
+  return {
+    name: `test-bytes-${vocabSize}`,
+    vocabSize,
+    special,
+    hash: createHash("sha256").update(`test-bytes\0${vocabSize}`).digest("hex"),
+    encode,
+    encodeBatch: (texts) => Effect.sync(() => texts.map(encode)),
+    decode: (ids) => Buffer.from(Array.from(ids).filter((i) => i < 256)).toString("utf8"),
+  };
+};
+
+export const byteTokenizerLayer = (vocabSize = 259): Layer.Layer<Tokenizer.Tokenizer> =>
+  Layer.succeed(Tokenizer.Tokenizer, makeByteTokenizer(vocabSize));
