@@ -1,1 +1,4 @@
-export {};
+export * as Model from "./Model";
+export * as ParameterTable from "./ParameterTable";
+export * as Presets from "./Presets";
+export type { Params, HiddenOptions } from "./Model";

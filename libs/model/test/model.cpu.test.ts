@@ -1,0 +1,3 @@
+import { modelSuite } from "./modelSuite";
+
+modelSuite("cpu");
