@@ -1,1 +1,3 @@
-export {};
+export * as Patches from "./Patches";
+export * as PatchStrategy from "./PatchStrategy";
+export * as Registry from "./Registry";
