@@ -1,1 +1,2 @@
-export {};
+export * as AdamW from "./AdamW";
+export * as Gradients from "./Gradients";

@@ -1,0 +1,52 @@
+import * as tf from "@tensorflow/tfjs";
+
+/** Trainable variables keyed by parameter-table name (the same shape as @patchlm/model's Params). */
+export type Params = { readonly [name: string]: tf.Variable };
+
+/** Gradients keyed by parameter name. */
+export type Grads = { readonly [name: string]: tf.Tensor };
+
+/**
+ * The value of `loss` and its gradients with respect to `params`, keyed by parameter name
+ * (tf.variableGrads keys them by the engine's variable names). Parameters `loss` does not touch
+ * get no entry. The caller owns the returned tensors.
+ */
+export const valueAndGrads = (params: Params, loss: () => tf.Scalar): { value: tf.Scalar; grads: Grads } => {
+  const byVariable = new Map(Object.entries(params).map(([name, v]) => [v.name, name]));
+  const { value, grads } = tf.variableGrads(loss, Object.values(params));
+  const named: Record<string, tf.Tensor> = {};
+  for (const [variableName, g] of Object.entries(grads)) named[byVariable.get(variableName)!] = g;
+  return { value, grads: named };
+};
+
+/** √(Σ‖g‖²) over every gradient, as a scalar tensor (no host sync). */
+export const globalNorm = (grads: Grads): tf.Scalar =>
+  tf.tidy(() => {
+    const squares = Object.values(grads).map((g) => tf.sum(tf.square(g)));
+    if (squares.length === 0) return tf.scalar(0);
+    return tf.sqrt(squares.length === 1 ? squares[0] : tf.addN(squares)) as tf.Scalar;
+  });
+
+/**
+ * The factor torch.nn.utils.clip_grad_norm_ multiplies every gradient by:
+ * min(1, maxNorm / (norm + 1e-6)). A tensor, so clipping never waits for the host.
+ */
+export const clipCoefficient = (norm: tf.Scalar, maxNorm: number): tf.Scalar => {
+  if (!(maxNorm > 0)) throw new Error(`clip: maxNorm must be > 0, got ${maxNorm}`);
+  return tf.tidy(() => tf.minimum(tf.div(maxNorm, tf.add(norm, 1e-6)), 1) as tf.Scalar);
+};
+
+/**
+ * Scale all gradients so their global norm is at most maxNorm (torch clip_grad_norm_ semantics).
+ * Returns new gradient tensors and the norm before clipping; the inputs are left alone, and the
+ * caller owns and disposes both. To skip the copies, pass `clipCoefficient(globalNorm(g), max)`
+ * to `AdamW.Optimizer.apply` as `gradScale` instead.
+ */
+export const clipByGlobalNorm = (grads: Grads, maxNorm: number): { grads: Grads; norm: tf.Scalar } => {
+  const norm = globalNorm(grads);
+  const clipped = tf.tidy(() => {
+    const coef = clipCoefficient(norm, maxNorm);
+    return Object.fromEntries(Object.entries(grads).map(([name, g]) => [name, tf.mul(g, coef)]));
+  });
+  return { grads: clipped, norm };
+};

@@ -1,0 +1,3 @@
+import { optimSuite } from "./optimSuite";
+
+optimSuite("cpu");
