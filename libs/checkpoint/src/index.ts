@@ -1,1 +1,4 @@
-export {};
+export * as Safetensors from "./Safetensors";
+export * as Checkpoint from "./Checkpoint";
+export { SafetensorsError } from "./Safetensors";
+export { CheckpointError } from "./Checkpoint";
