@@ -1,1 +1,2 @@
-export {};
+export * as NativeBackend from "./NativeBackend";
+export * as Composite from "./Composite";

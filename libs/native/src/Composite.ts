@@ -1,0 +1,57 @@
+import * as tf from "@tensorflow/tfjs";
+
+/**
+ * Kernels composed from other kernels of the same backend. Shared by the `native` backend and
+ * the `wasm` fixes in libs/backend (the wasm `_FusedMatMul` adds its bias wrongly for batched
+ * inputs, so it is rebuilt from `BatchMatMul`, `Add` and the activation kernels).
+ */
+
+type Info = tf.TensorInfo;
+// Kernels are only called with the inputs their op declares; optional ones (bias) may be absent.
+type Args = Omit<Parameters<tf.KernelFunc>[0], "inputs"> & { inputs: Record<string, Info> };
+
+const call = (backendName: string, name: string, args: Args, inputs: tf.NamedTensorInfoMap, attrs: tf.NamedAttrMap = {}): Info => {
+  const config = tf.getKernel(name, backendName);
+  if (config === undefined) throw new Error(`kernel ${name} is not registered for ${backendName}`);
+  return config.kernelFunc({ inputs, backend: args.backend, attrs }) as Info;
+};
+
+const activate = (backendName: string, args: Args, x: Info): Info => {
+  const attrs = args.attrs as { activation: string; leakyreluAlpha?: number };
+  switch (attrs.activation) {
+    case "linear":
+      return x;
+    case "relu":
+      return call(backendName, "Relu", args, { x });
+    case "relu6":
+      return call(backendName, "Relu6", args, { x });
+    case "elu":
+      return call(backendName, "Elu", args, { x });
+    case "sigmoid":
+      return call(backendName, "Sigmoid", args, { x });
+    case "leakyrelu":
+      return call(backendName, "LeakyRelu", args, { x }, { alpha: attrs.leakyreluAlpha ?? 0.2 });
+    case "prelu":
+      return call(backendName, "Prelu", args, { x, alpha: args.inputs.preluActivationWeights });
+    default:
+      throw new Error(`_FusedMatMul: unsupported activation ${attrs.activation}`);
+  }
+};
+
+/**
+ * `_FusedMatMul` as `BatchMatMul` (the backend's registered one, so its fast paths apply), then
+ * `Add` for the bias, then the activation kernel. Intermediates are released before returning.
+ */
+export const fusedMatMul = (backendName: string): tf.KernelFunc => {
+  const kernel = (args: Args): Info => {
+    const { a, b } = args.inputs;
+    const bias = args.inputs.bias as Info | undefined;
+    const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+    const product = call(backendName, "BatchMatMul", args, { a, b }, { transposeA, transposeB });
+    const biased = bias === undefined ? product : call(backendName, "Add", args, { a: product, b: bias });
+    const activated = activate(backendName, args, biased);
+    for (const t of new Set([product, biased])) if (t !== activated) (args.backend as tf.KernelBackend).disposeData(t.dataId);
+    return activated;
+  };
+  return kernel as tf.KernelFunc;
+};

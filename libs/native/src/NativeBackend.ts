@@ -1,0 +1,120 @@
+import * as tf from "@tensorflow/tfjs";
+import { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu";
+import { availableParallelism } from "node:os";
+import { type Addon, loadAddon } from "./internal/addon";
+import * as Composite from "./Composite";
+import { batchMatMulKernel } from "./internal/matmul";
+
+/** The tfjs backend name this lib registers. */
+export const backendName = "native";
+
+/** What a user does when the addon is missing; quoted by the backend service's fallback line. */
+export const howToEnable = "apt-get install libopenblas-dev pkg-config, then npm rebuild @patchlm/native";
+
+export interface Info {
+  /** OpenBLAS's build string, e.g. "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ...". */
+  readonly blas: string;
+  /** The kernel set OpenBLAS picked for this CPU (e.g. "Haswell", "SkylakeX", "Prescott"). */
+  readonly blasCore: string;
+  /** OPENBLAS_CORETYPE as found in the environment; this lib never sets it. */
+  readonly coretype: string | undefined;
+  readonly blasThreads: number;
+  /** Threads of the addon's own pool for elementwise work (including the calling thread). */
+  readonly poolThreads: number;
+  /** Kernels with a native implementation; every other kernel is the cpu backend's. */
+  readonly kernels: ReadonlyArray<string>;
+}
+
+export type Registration =
+  | { readonly _tag: "Registered"; readonly info: Info }
+  | { readonly _tag: "Unavailable"; readonly reason: string };
+
+export interface Options {
+  /**
+   * Threads for BLAS and for the addon's pool. Absent: OPENBLAS_NUM_THREADS if set, else every
+   * core. The backend service passes the project setting (PATCHLM_THREADS) here.
+   */
+  readonly threads?: number;
+}
+
+/**
+ * The cpu backend's storage and kernels under another name. Native kernels read and write the
+ * same Float32Arrays, so tensors move between `cpu` and `native` kernels without copies.
+ */
+class NativeMathBackend extends MathBackendCPU {
+  constructor() {
+    super();
+    // The cpu backend greets its first use in Node with advice to install tfjs-node; here it is
+    // not the pure-JS backend that runs.
+    (this as unknown as { firstUse: boolean }).firstUse = false;
+  }
+}
+
+const nativeKernels = (addon: Addon): ReadonlyArray<tf.KernelConfig> =>
+  [
+    { kernelName: "BatchMatMul", kernelFunc: batchMatMulKernel(addon) },
+    { kernelName: "_FusedMatMul", kernelFunc: Composite.fusedMatMul(backendName) },
+  ].map((k) => ({ ...k, backendName }));
+
+let registered: Info | undefined;
+
+const envThreads = (): number | undefined => {
+  const n = Number(process.env.OPENBLAS_NUM_THREADS);
+  return Number.isInteger(n) && n > 0 ? n : undefined;
+};
+
+const readInfo = (addon: Addon, kernels: ReadonlyArray<string>): Info => {
+  const i = addon.info();
+  return {
+    blas: i.blasConfig,
+    blasCore: i.blasCore,
+    coretype: process.env.OPENBLAS_CORETYPE,
+    blasThreads: i.blasThreads,
+    poolThreads: i.poolThreads,
+    kernels,
+  };
+};
+
+/**
+ * Load the addon and register the `native` tfjs backend (idempotent; later calls only change the
+ * thread count). Every cpu kernel is registered for `native`, then the native ones replace theirs.
+ * The backend's priority is below cpu's, so tfjs never picks it unless asked to.
+ */
+export const register = (options: Options = {}): Registration => {
+  const loaded = loadAddon();
+  if (loaded._tag === "Missing") return { _tag: "Unavailable", reason: loaded.reason };
+  const addon = loaded.addon;
+  const threads = options.threads ?? envThreads() ?? availableParallelism();
+  addon.setThreads(threads, threads);
+  if (registered === undefined) {
+    const natives = nativeKernels(addon);
+    const overridden = new Set(natives.map((k) => k.kernelName));
+    for (const config of tf.getKernelsForBackend("cpu")) {
+      if (!overridden.has(config.kernelName)) tf.registerKernel({ ...config, backendName });
+    }
+    for (const config of natives) tf.registerKernel(config);
+    tf.registerBackend(backendName, () => new NativeMathBackend(), 0);
+    registered = readInfo(addon, [...overridden]);
+  }
+  registered = readInfo(addon, registered.kernels);
+  return { _tag: "Registered", info: registered };
+};
+
+const sseOnlyCores = new Set(["Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Generic"]);
+
+/**
+ * Advice when OpenBLAS picked slow kernels. OpenBLAS 0.3.21 does not recognise the virtual CPUs
+ * of these machines and falls back to its SSE3 "Prescott" kernels (about 19 GFLOP/s instead of
+ * 100-450). Only the user may choose the kernel set; this lib never sets OPENBLAS_CORETYPE.
+ */
+export const advice = (info: Info): string | undefined =>
+  sseOnlyCores.has(info.blasCore)
+    ? `OpenBLAS uses its ${info.blasCore} (SSE) kernels because it did not recognise this CPU; ` +
+      "if the CPU has AVX-512 or AVX2, OPENBLAS_CORETYPE=SkylakeX or OPENBLAS_CORETYPE=Haswell makes GEMM several times faster"
+    : undefined;
+
+/** Whether the addon loads here, and if not, why (without registering anything). */
+export const availability = (): { readonly available: true } | { readonly available: false; readonly reason: string } => {
+  const loaded = loadAddon();
+  return loaded._tag === "Loaded" ? { available: true } : { available: false, reason: loaded.reason };
+};
