@@ -1,1 +1,2 @@
-export {};
+export * as ComputeBackend from "./ComputeBackend";
+export { BackendError } from "./Errors";

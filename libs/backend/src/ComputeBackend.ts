@@ -1,0 +1,242 @@
+import * as tf from "@tensorflow/tfjs";
+import { getThreadsCount } from "@tensorflow/tfjs-backend-wasm";
+import { NativeBackend } from "@patchlm/native";
+import { Config, Context, Effect, Layer, Option, Schema } from "effect";
+import { availableParallelism } from "node:os";
+import { BackendError } from "./Errors";
+import { defaultClockGhz, estimatePeakGflops } from "./internal/peak";
+import { probeTensorflow, tensorflowPackages } from "./internal/tensorflow";
+import * as WasmKernels from "./internal/wasmKernels";
+
+/** The compute backends, best first. */
+export const BackendName = Schema.Literal("tensorflow", "native", "wasm", "cpu");
+export type BackendName = typeof BackendName.Type;
+export const preference: ReadonlyArray<BackendName> = BackendName.literals;
+
+/** What a config file, flag or `PATCHLM_BACKEND` may ask for; `auto` means the best available. */
+export const Choice = Schema.Literal("auto", ...BackendName.literals);
+export type Choice = typeof Choice.Type;
+
+/** Environment variables read when the options leave a setting open. */
+export const env = {
+  backend: "PATCHLM_BACKEND",
+  threads: "PATCHLM_THREADS",
+  peakGflops: "PATCHLM_PEAK_GFLOPS",
+  clockGhz: "PATCHLM_CPU_GHZ",
+} as const;
+
+export interface Options {
+  /** From the run config or a flag; `auto` or absent defers to `PATCHLM_BACKEND`, then the best available. */
+  readonly backend?: Choice;
+  /**
+   * Threads for the native backend (BLAS and its own pool). Absent: `PATCHLM_THREADS`, then
+   * `OPENBLAS_NUM_THREADS`, then every core. The other backends choose their own.
+   */
+  readonly threads?: number;
+  /** The machine's FP32 peak for MFU. Absent: `PATCHLM_PEAK_GFLOPS`, then an estimate. */
+  readonly peakGflops?: number;
+}
+
+export interface Service {
+  /** The backend that runs (also the tfjs backend name). */
+  readonly name: BackendName;
+  /** Where the choice came from. */
+  readonly chosenBy: "options" | "env" | "auto";
+  /** Threads the backend computes with. */
+  readonly threads: number;
+  /** FP32 peak of the machine in GFLOP/s, for MFU; undefined when unknown. */
+  readonly peakGflops: number | undefined;
+  readonly peakSource: "options" | "env" | "estimate" | "unknown";
+  /** Implementation details for logs and bench output (package, BLAS build, kernel fixes). */
+  readonly detail: string;
+  /** Why better backends were passed over, one entry each (auto only). */
+  readonly skipped: ReadonlyArray<{ readonly backend: BackendName; readonly reason: string }>;
+}
+
+export class ComputeBackend extends Context.Tag("@patchlm/backend/ComputeBackend")<ComputeBackend, Service>() {}
+
+/** How to enable each backend, quoted in errors and in the fallback log line. */
+export const howToEnable: Record<BackendName, string> = {
+  tensorflow:
+    `npm install ${tensorflowPackages.join(" or ")} (optional peer dependencies; their install script ` +
+    `downloads libtensorflow, so it needs internet access beyond the npm registry)`,
+  native: NativeBackend.howToEnable,
+  wasm: "npm ci (the @tensorflow/tfjs-backend-wasm dependency ships its .wasm files)",
+  cpu: "always available",
+};
+
+interface Activated {
+  readonly threads: number;
+  readonly detail: string;
+}
+
+type Probe = { readonly _tag: "Ready"; readonly activated: Activated } | { readonly _tag: "Unavailable"; readonly reason: string };
+
+const setBackend = (name: BackendName): Effect.Effect<void, BackendError> =>
+  Effect.tryPromise({
+    try: async () => {
+      const ok = await tf.setBackend(name);
+      await tf.ready();
+      return ok;
+    },
+    catch: (e) => new BackendError({ backend: name, reason: "InitFailed", detail: String(e) }),
+  }).pipe(
+    Effect.filterOrFail(
+      (ok) => ok && tf.getBackend() === name,
+      () => new BackendError({ backend: name, reason: "InitFailed", detail: `tf.setBackend("${name}") failed` }),
+    ),
+    Effect.asVoid,
+  );
+
+/** Make one backend usable and switch tfjs to it, or say why it is unavailable here. */
+const probe = (name: BackendName, threads: number | undefined): Effect.Effect<Probe, BackendError> => {
+  switch (name) {
+    case "tensorflow": {
+      const found = probeTensorflow();
+      if (found._tag === "Missing") return Effect.succeed({ _tag: "Unavailable", reason: found.reason });
+      return setBackend(name).pipe(Effect.map(() => ready({ threads: availableParallelism(), detail: found.packageName })));
+    }
+    case "native": {
+      const registration = NativeBackend.register(threads === undefined ? {} : { threads });
+      if (registration._tag === "Unavailable") return Effect.succeed({ _tag: "Unavailable", reason: registration.reason });
+      const info = registration.info;
+      return setBackend(name).pipe(
+        Effect.map(() =>
+          ready({
+            threads: Math.max(info.blasThreads, info.poolThreads),
+            detail: [
+              info.blas,
+              `core ${info.blasCore} (OPENBLAS_CORETYPE=${info.coretype ?? "unset"})`,
+              `native kernels: ${info.kernels.join(", ")}`,
+              ...[NativeBackend.advice(info)].filter((a) => a !== undefined),
+            ].join("; "),
+          }),
+        ),
+      );
+    }
+    case "wasm":
+      return Effect.sync(WasmKernels.install).pipe(
+        Effect.zipRight(setBackend(name)),
+        Effect.map(() => ready({ threads: getThreadsCount(), detail: `kernel fixes: ${WasmKernels.fixedKernels.join(", ")}` })),
+      );
+    case "cpu":
+      return setBackend(name).pipe(Effect.map(() => ready({ threads: 1, detail: "pure JavaScript" })));
+  }
+};
+
+const ready = (activated: Activated): Probe => ({ _tag: "Ready", activated });
+
+const optionalEnv = <A>(config: Config.Config<A>) =>
+  Config.option(config).pipe(Effect.map(Option.getOrUndefined));
+
+const badSetting = (name: string) => (e: unknown) =>
+  new BackendError({ backend: "(settings)", reason: "BadSetting", detail: `${name}: ${String(e)}` });
+
+const positive = (name: string) => (value: number | undefined) =>
+  value === undefined || (Number.isFinite(value) && value > 0)
+    ? Effect.succeed(value)
+    : Effect.fail(badSetting(name)(`expected a positive number, got ${value}`));
+
+/** Resolve the requested backend: options first, then `PATCHLM_BACKEND`. */
+const resolveChoice = (options: Options) =>
+  Effect.gen(function* () {
+    if (options.backend !== undefined && options.backend !== "auto") return { choice: options.backend, chosenBy: "options" as const };
+    const fromEnv = yield* optionalEnv(Config.string(env.backend)).pipe(Effect.mapError(badSetting(env.backend)));
+    if (fromEnv === undefined || fromEnv === "" || fromEnv === "auto") return { choice: "auto" as const, chosenBy: "auto" as const };
+    if (!Schema.is(BackendName)(fromEnv)) {
+      return yield* new BackendError({
+        backend: fromEnv,
+        reason: "UnknownBackend",
+        detail: `${env.backend}=${fromEnv}: expected one of auto, ${preference.join(", ")}`,
+      });
+    }
+    return { choice: fromEnv, chosenBy: "env" as const };
+  });
+
+const resolvePeak = (options: Options) =>
+  Effect.gen(function* () {
+    if (options.peakGflops !== undefined) {
+      return { peakGflops: yield* positive("peakGflops")(options.peakGflops), peakSource: "options" as const };
+    }
+    const fromEnv = yield* optionalEnv(Config.number(env.peakGflops)).pipe(
+      Effect.mapError(badSetting(env.peakGflops)),
+      Effect.flatMap(positive(env.peakGflops)),
+    );
+    if (fromEnv !== undefined) return { peakGflops: fromEnv, peakSource: "env" as const };
+    const clock = yield* optionalEnv(Config.number(env.clockGhz)).pipe(
+      Effect.mapError(badSetting(env.clockGhz)),
+      Effect.flatMap(positive(env.clockGhz)),
+    );
+    const estimate = estimatePeakGflops(clock ?? defaultClockGhz);
+    return estimate === undefined
+      ? { peakGflops: undefined, peakSource: "unknown" as const }
+      : { peakGflops: estimate, peakSource: "estimate" as const };
+  });
+
+const resolveThreads = (options: Options) =>
+  options.threads !== undefined
+    ? positive("threads")(options.threads)
+    : optionalEnv(Config.integer(env.threads)).pipe(Effect.mapError(badSetting(env.threads)), Effect.flatMap(positive(env.threads)));
+
+/**
+ * Choose, initialise and switch tfjs to a backend; log the choice once. An explicitly requested
+ * backend that is unavailable fails with `BackendError` (reason `Unavailable`) saying how to enable it.
+ */
+export const make = Effect.fn("ComputeBackend.make")(function* (options: Options = {}) {
+  const { choice, chosenBy } = yield* resolveChoice(options);
+  const threads = yield* resolveThreads(options);
+  const { peakGflops, peakSource } = yield* resolvePeak(options);
+  const candidates = choice === "auto" ? preference : [choice];
+  const skipped: Array<{ backend: BackendName; reason: string }> = [];
+  for (const name of candidates) {
+    const probed = yield* choice === "auto"
+      ? probe(name, threads).pipe(Effect.catchAll((e) => Effect.succeed<Probe>({ _tag: "Unavailable", reason: e.detail })))
+      : probe(name, threads);
+    if (probed._tag === "Unavailable") {
+      if (choice !== "auto") {
+        return yield* new BackendError({
+          backend: name,
+          reason: "Unavailable",
+          detail: `${probed.reason}. To enable it: ${howToEnable[name]}`,
+        });
+      }
+      skipped.push({ backend: name, reason: probed.reason });
+      continue;
+    }
+    const service: Service = { name, chosenBy, ...probed.activated, peakGflops, peakSource, skipped };
+    yield* logChoice(service);
+    return service;
+  }
+  // cpu never reports Unavailable, so auto always returns above.
+  return yield* Effect.dieMessage("no compute backend could be initialised, not even cpu");
+});
+
+/**
+ * The one line that reports the choice. When auto mode passed over `native` (the backend a user
+ * of this project can enable locally), it says why and how to enable it, at warning level. A
+ * missing tensorflow package is the normal case and is left to the debug line.
+ */
+export const describe = (s: Service): { readonly level: "Info" | "Warning"; readonly line: string } => {
+  const peak = s.peakGflops === undefined ? "unknown" : `${s.peakGflops} GFLOP/s (${s.peakSource})`;
+  const line = `compute backend: ${s.name} (${s.chosenBy}), ${s.threads} thread(s), FP32 peak ${peak}; ${s.detail}`;
+  const native = s.skipped.find((x) => x.backend === "native");
+  return native === undefined
+    ? { level: "Info", line }
+    : { level: "Warning", line: `${line}. native unavailable: ${native.reason}. To enable it: ${howToEnable.native}` };
+};
+
+const logChoice = (s: Service) => {
+  const { level, line } = describe(s);
+  const others = s.skipped.filter((x) => x.backend !== "native").map((x) => `${x.backend} unavailable: ${x.reason}`);
+  return Effect.zipRight(
+    others.length === 0 ? Effect.void : Effect.logDebug(others.join("; ")),
+    level === "Info" ? Effect.logInfo(line) : Effect.logWarning(line),
+  ).pipe(Effect.annotateLogs({ backend: s.name }));
+};
+
+/** The service, chosen by `options`, `PATCHLM_BACKEND` or availability. */
+export const layer = (options: Options = {}): Layer.Layer<ComputeBackend, BackendError> => Layer.effect(ComputeBackend, make(options));
+
+/** A fixed backend, for tests and benchmarks; fails if it is unavailable. */
+export const layerFor = (name: BackendName, options: Omit<Options, "backend"> = {}): Layer.Layer<ComputeBackend, BackendError> =>
+  layer({ ...options, backend: name });
