@@ -83,6 +83,21 @@ export const i32 = (shape: ReadonlyArray<number>, data: Int32Array): Tensor => (
 /** An int64 tensor (e.g. an optimizer step counter). */
 export const i64 = (shape: ReadonlyArray<number>, data: BigInt64Array): Tensor => ({ dtype: "I64", shape, data });
 
+/** Float32 arrays by name, as model weights and optimizer slots are held in memory. */
+export type Float32Map = Readonly<Record<string, { readonly shape: ReadonlyArray<number>; readonly data: Float32Array }>>;
+
+/** Plain float32 arrays as F32 tensors. */
+export const fromFloat32 = (m: Float32Map): TensorMap =>
+  Object.fromEntries(Object.entries(m).map(([name, t]) => [name, f32(t.shape, t.data)]));
+
+/** F32 tensors as plain float32 arrays; any other dtype is an error naming the tensor and `path`. */
+export const toFloat32 = (m: TensorMap, path: string): Either.Either<Float32Map, SafetensorsError> => {
+  const other = Object.entries(m).find(([, t]) => t.dtype !== "F32");
+  return other !== undefined
+    ? Either.left(new SafetensorsError({ path, reason: "BadEntry", detail: `tensor "${other[0]}" is ${other[1].dtype}, expected F32` }))
+    : Either.right(m as Float32Map);
+};
+
 /** A safetensors file that fails validation. `reason` names the check, `detail` the tensor and numbers. */
 export class SafetensorsError extends Schema.TaggedError<SafetensorsError>()("SafetensorsError", {
   path: Schema.String,

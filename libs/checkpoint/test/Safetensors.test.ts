@@ -130,6 +130,18 @@ describe("Safetensors.decode", () => {
   });
 });
 
+describe("Safetensors float32 maps", () => {
+  it("converts plain float32 arrays to F32 tensors and back, refusing other dtypes", () => {
+    const plain = { "w.exp_avg": { shape: [2], data: new Float32Array([1, 2]) } };
+    const tensors = Safetensors.fromFloat32(plain);
+    expect(tensors["w.exp_avg"]).toEqual({ dtype: "F32", shape: [2], data: new Float32Array([1, 2]) });
+    expect(Either.getOrThrow(Safetensors.toFloat32(tensors, "o.safetensors"))).toEqual(tensors);
+    const mixed = { ...tensors, step: Safetensors.i64([], new BigInt64Array([1n])) };
+    const r = Safetensors.toFloat32(mixed, "o.safetensors");
+    expect(Either.isLeft(r) && r.left).toMatchObject({ reason: "BadEntry", detail: 'tensor "step" is I64, expected F32', path: "o.safetensors" });
+  });
+});
+
 describe("Safetensors.readFile / writeFile", () => {
   let dir: string;
   beforeEach(() => (dir = mkdtempSync(join(tmpdir(), "safetensors-"))));
