@@ -32,6 +32,7 @@ export class ShardError extends Schema.TaggedError<ShardError>()("ShardError", {
     "Truncated",
     "TrailingBytes",
     "TokenizerMismatch",
+    "ChecksumMismatch",
     "Unreadable",
   ),
   detail: Schema.String,

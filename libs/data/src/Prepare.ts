@@ -95,6 +95,9 @@ const upToDate = (outDir: string, fingerprint: string, tokenizer: Tokenizer.Serv
 const listDir = (dir: string) =>
   Effect.tryPromise({ try: () => fsp.readdir(dir), catch: (e) => new WriteError({ path: dir, detail: describeFsError(e) }) });
 
+const listedShards = (m: Shards.Manifest): ReadonlySet<string> =>
+  new Set([...m.splits.train.shards, ...m.splits.validation.shards].map((s) => s.file));
+
 /** Delete leftovers: temp files, and (with a manifest) shard files it does not list. Never other files. */
 const removeUntrusted = (dir: string, keep: ReadonlySet<string> | undefined) =>
   Effect.flatMap(listDir(dir), (names) =>
@@ -155,6 +158,7 @@ export const prepare = Effect.fn("Prepare.prepare")(function* (input: PrepareOpt
 
   const previous = yield* upToDate(outDir, fingerprint, tokenizer);
   if (Option.isSome(previous)) {
+    yield* removeUntrusted(outDir, listedShards(previous.value));
     yield* Effect.logInfo("prepare: up to date, nothing to do").pipe(Effect.annotateLogs({ outDir, fingerprint }));
     return summaryOf(outDir, previous.value, true, started);
   }
@@ -250,8 +254,7 @@ export const prepare = Effect.fn("Prepare.prepare")(function* (input: PrepareOpt
     }),
   );
 
-  const keep = new Set([...manifest.splits.train.shards, ...manifest.splits.validation.shards].map((s) => s.file));
-  yield* removeUntrusted(outDir, keep);
+  yield* removeUntrusted(outDir, listedShards(manifest));
   const summary = summaryOf(outDir, manifest, false, started);
   yield* Effect.logInfo("prepare: done").pipe(
     Effect.annotateLogs({

@@ -296,7 +296,7 @@ export const verify = Effect.fn("Shards.verify")(function* (dir: string) {
       if (digest !== s.payloadSha256) {
         return yield* new ShardError({
           path: file,
-          reason: "BadHeader",
+          reason: "ChecksumMismatch",
           detail: `payload sha256 ${digest} differs from the manifest's ${s.payloadSha256}; the shard was modified`,
         });
       }

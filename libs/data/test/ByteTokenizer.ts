@@ -1,5 +1,5 @@
 import { Tokenizer } from "@patchlm/tokenization";
-import { Effect, Layer } from "effect";
+import { Effect, Layer, Logger, LogLevel } from "effect";
 import { createHash } from "node:crypto";
 
 /**
@@ -20,5 +20,6 @@ export const makeByteTokenizer = (vocabSize = 259): Tokenizer.Service => {
   };
 };
 
+/** The byte tokenizer as the `Tokenizer` service, with logging off so test output stays readable. */
 export const byteTokenizerLayer = (vocabSize = 259): Layer.Layer<Tokenizer.Tokenizer> =>
-  Layer.succeed(Tokenizer.Tokenizer, makeByteTokenizer(vocabSize));
+  Layer.merge(Layer.succeed(Tokenizer.Tokenizer, makeByteTokenizer(vocabSize)), Logger.minimumLogLevel(LogLevel.None));

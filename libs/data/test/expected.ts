@@ -1,0 +1,39 @@
+import { runTest } from "@patchlm/testing";
+import { Chunk, Effect, Stream } from "effect";
+import { Corpus, Split } from "../src";
+
+export interface ExpectedSplit {
+  /** The split's token stream as the byte tokenizer makes it: [BOS] bytes EOS per document. */
+  readonly tokens: Array<number>;
+  readonly documents: Array<Corpus.Document>;
+}
+
+/**
+ * The token streams `prepare` must produce, computed independently of it: documents in corpus
+ * order, assigned with `Split`, encoded as UTF-8 bytes with EOS (and BOS) ids around them.
+ */
+export const expectedStreams = async (
+  source: Corpus.Source,
+  o: { seed: number; validationFraction: number; recordWords?: number; bos?: boolean; special: { bos: number; eos: number } },
+): Promise<Record<Split.SplitName, ExpectedSplit>> => {
+  const docs = await runTest(
+    Stream.runCollect(Corpus.documents(source, { recordWords: o.recordWords ?? 10_000 })).pipe(Effect.map(Chunk.toReadonlyArray)),
+  );
+  const plan = Split.plan(o.seed, docs.map((d) => Split.score(o.seed, d.id)), o.validationFraction);
+  const out: Record<Split.SplitName, ExpectedSplit> = { train: { tokens: [], documents: [] }, validation: { tokens: [], documents: [] } };
+  for (const d of docs) {
+    const s = out[Split.assign(plan, d.id)];
+    s.documents.push(d);
+    if (o.bos) s.tokens.push(o.special.bos);
+    s.tokens.push(...Buffer.from(d.text, "utf8"), o.special.eos);
+  }
+  return out;
+};
+
+/** A small corpus with multi-byte text (accents, CJK, emoji) in nested folders. */
+export const smallCorpus: Record<string, string> = Object.fromEntries(
+  Array.from({ length: 12 }, (_, i) => [
+    `${i % 3 === 0 ? "sub/" : ""}doc-${String(i).padStart(2, "0")}.txt`,
+    `Document ${i}: ` + `naïve café ${"😀".repeat(i % 3)} 漢字 line ${i}.\n`.repeat(5 + 3 * i),
+  ]),
+);
