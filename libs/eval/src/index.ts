@@ -1,1 +1,1 @@
-export {};
+export * as Score from "./Score";

@@ -1,0 +1,88 @@
+/**
+ * Turning a validated RunConfig plus facts about the data into the concrete pieces a run needs:
+ * the model config, the phase plan, each phase's data range and the gradient accumulation.
+ * Pure functions; every problem is a ConfigError naming the config key.
+ */
+import { Either, Option } from "effect";
+import { Config, ConfigError } from "@patchlm/core";
+import { Presets } from "@patchlm/model";
+import { PhasePlan } from "@patchlm/schedulers";
+import type { RunConfig } from "./RunConfig";
+
+/** The model config: a preset with overrides; the vocabulary always comes from the tokenizer. */
+export const modelConfig = (c: RunConfig, vocabSize: number, source = "config"): Either.Either<Config.ModelConfig, ConfigError> => {
+  const preset = Presets.lookup(c.model.preset);
+  if (Option.isNone(preset)) {
+    return Either.left(new ConfigError({ source, issues: [`model.preset: unknown preset "${c.model.preset}"; known: ${Presets.names.join(", ")}`] }));
+  }
+  if (c.model.vocabSize !== undefined && c.model.vocabSize !== vocabSize) {
+    return Either.left(
+      new ConfigError({ source, issues: [`model.vocabSize: ${c.model.vocabSize} differs from the data's tokenizer vocabulary (${vocabSize}); omit it`] }),
+    );
+  }
+  const { preset: _preset, ...overrides } = c.model;
+  const defined = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined));
+  // RoPE needs no table beyond the positions used, so the context defaults to the run's T.
+  const merged = { ...preset.value, contextLength: c.batch.seqLen, ...defined, vocabSize };
+  return Either.flatMap(Config.decodeConfig(Config.ModelConfig)(source, merged), (m) =>
+    m.contextLength < c.batch.seqLen
+      ? Either.left(new ConfigError({ source, issues: [`batch.seqLen: ${c.batch.seqLen} positions exceed model.contextLength ${m.contextLength}`] }))
+      : Either.right(m),
+  );
+};
+
+/** The phase plan from the run config (λ split, steps per phase, LR schedules). */
+export const phasePlan = (c: RunConfig, source = "config"): Either.Either<PhasePlan.PhasePlan, ConfigError> => {
+  const o = c.optim;
+  const schedule =
+    o.schedule === "constant"
+      ? { kind: "constant" as const, lr: o.lr, warmupSteps: o.warmupSteps }
+      : o.schedule === "wsd"
+        ? { kind: "wsd" as const, peakLr: o.lr, minLr: o.minLr, warmupSteps: o.warmupSteps, decayFraction: o.decayFraction }
+        : { kind: "cosine" as const, peakLr: o.lr, minLr: o.minLr, warmupSteps: o.warmupSteps };
+  return PhasePlan.decode(source, {
+    patchSize: c.patch.patchSize,
+    patchFraction: c.patch.patchFraction,
+    switchPolicy: c.patch.switchPolicy,
+    budget: { tokens: c.batch.tokens },
+    tokensPerStep: c.batch.batchTokens,
+    seqLen: c.batch.seqLen,
+    schedule,
+  });
+};
+
+/** Micro-batches per optimizer step in a phase: sequencesPerStep / microBatch, which must be whole. */
+export const accumulation = (c: RunConfig, phase: PhasePlan.PhaseSpec, source = "config"): Either.Either<number, ConfigError> => {
+  const n = phase.sequencesPerStep / c.batch.microBatch;
+  return Number.isInteger(n) && n >= 1
+    ? Either.right(n)
+    : Either.left(
+        new ConfigError({
+          source,
+          issues: [
+            `batch.microBatch: ${c.batch.microBatch} sequences does not divide the ${phase.phase} phase's ${phase.sequencesPerStep} ` +
+              `sequences of ${phase.seqLen} tokens per step (batch.batchTokens ${c.batch.batchTokens})`,
+          ],
+        }),
+      );
+};
+
+/** Token range [start, end) of the train split. */
+export interface Range {
+  readonly startToken: number;
+  readonly endToken: number;
+}
+
+/**
+ * The data each phase reads (paper §2: the patch phase the first λ of the data, the token phase
+ * the rest). When the budget fits in the train split the phases get disjoint, adjacent ranges
+ * [0, λ·D) and [λ·D, D): one pass, no token seen twice. When the budget exceeds the split (the
+ * multi-epoch form), both phases cycle over the whole split, the patch phase for the first λ of
+ * the epochs.
+ */
+export const dataRanges = (plan: PhasePlan.PhasePlan, trainTokens: number): { patch: Range; token: Range } => {
+  const whole = { startToken: 0, endToken: trainTokens };
+  if (plan.totalTokens > trainTokens) return { patch: whole, token: whole };
+  const cut = plan.patch.tokens;
+  return { patch: { startToken: 0, endToken: cut }, token: { startToken: cut, endToken: plan.totalTokens } };
+};
