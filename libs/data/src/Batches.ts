@@ -128,7 +128,7 @@ export const layout = (
       `token range [${startToken}, ${endToken}) of split "${split}" holds ${endToken - startToken} tokens, fewer than one window of ${windowLength}`,
     );
   }
-  if (windows > 2 ** 32) return fail("TooFewTokens", `${windows} windows exceed the supported 2^32; use a longer window`);
+  if (windows > 2 ** 32) return fail("BadRange", `${windows} windows exceed the supported 2^32; use a longer window or a smaller range`);
   return Effect.succeed({ startToken, endToken, windowLength, windows });
 };
 

@@ -342,7 +342,11 @@ class HandleCache {
     this.entries.set(file, e); // most recently used last
     e.users++;
     try {
-      return await f(await e.handle);
+      const handle = await e.handle.catch((err: unknown) => {
+        this.entries.delete(file); // a failed open is not cached
+        throw err;
+      });
+      return await f(handle);
     } finally {
       e.users--;
       await this.evict();
@@ -354,7 +358,7 @@ class HandleCache {
       if (this.entries.size <= this.capacity) return;
       if (e.users > 0) continue;
       this.entries.delete(file);
-      await (await e.handle).close();
+      await e.handle.then((h) => h.close()).catch(() => undefined);
     }
   }
 

@@ -104,11 +104,13 @@ describe("Batches.stream", () => {
     expect(Batches.cursorAfter(layout, 5, 23)).toEqual(full[22].cursor);
   });
 
-  it("reads the same batches with or without prefetch", async () => {
-    const options = { dir, windowLength: 40, batchSize: 3, seed: 5 };
+  it("reads the same batches with or without prefetch, with many or one open file", async () => {
+    const options = { dir, windowLength: 40, batchSize: 6, seed: 5 };
     const a = await take({ ...options, prefetch: 0 }, 10);
     const b = await take({ ...options, prefetch: 8 }, 10);
+    const c = await take({ ...options, maxOpenFiles: 1 }, 10);
     expect(b.map((x) => Array.from(x.tokens))).toEqual(a.map((x) => Array.from(x.tokens)));
+    expect(c.map((x) => Array.from(x.tokens))).toEqual(a.map((x) => Array.from(x.tokens)));
   });
 
   it("keeps the patch phase and the token phase on disjoint token ranges", async () => {
