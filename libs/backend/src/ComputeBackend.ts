@@ -222,7 +222,11 @@ export const describe = (s: Service): { readonly level: "Info" | "Warning"; read
   const native = s.skipped.find((x) => x.backend === "native");
   return native === undefined
     ? { level: "Info", line }
-    : { level: "Warning", line: `${line}. native unavailable: ${native.reason}. To enable it: ${howToEnable.native}` };
+    : {
+        level: "Warning",
+        // The addon's build script already wrote the specific fix into its reason when it knew it.
+        line: `${line}. native unavailable: ${native.reason}` + (native.reason.includes("To enable") ? "" : `. To enable it: ${howToEnable.native}`),
+      };
 };
 
 const logChoice = (s: Service) => {

@@ -3,7 +3,7 @@
 // paragraph, and writes it to build/unavailable.txt, which the loader quotes at start-up.
 "use strict";
 const { execFileSync } = require("node:child_process");
-const { mkdirSync, writeFileSync } = require("node:fs");
+const { mkdirSync, rmSync, writeFileSync } = require("node:fs");
 const path = require("node:path");
 
 const has = (cmd, args = ["--version"]) => {
@@ -38,5 +38,8 @@ const reason = missing
 
 const dir = path.join(__dirname, "..", "build");
 mkdirSync(dir, { recursive: true });
+// A stale addon from an earlier build must not outlive the failed one: the loader would otherwise
+// load a binary that no longer matches the sources (or whose OpenBLAS is gone).
+rmSync(path.join(dir, "Release", "patchlm_native.node"), { force: true });
 writeFileSync(path.join(dir, "unavailable.txt"), `${reason}\n`);
 console.warn(`@patchlm/native: ${reason}. patchlm will run on the wasm backend.`);

@@ -55,3 +55,33 @@ export const fusedMatMul = (backendName: string): tf.KernelFunc => {
   };
   return kernel as tf.KernelFunc;
 };
+
+/**
+ * Offsets of each output batch item's operand, for batch dims broadcast NumPy-style (right
+ * aligned, size-1 dims repeat). `matrix` is the size of one operand matrix.
+ */
+export const batchOffsets = (operandBatch: ReadonlyArray<number>, outBatch: ReadonlyArray<number>, matrix: number): Int32Array => {
+  const count = outBatch.reduce((a, b) => a * b, 1);
+  const offsets = new Int32Array(count);
+  const operandCount = operandBatch.reduce((a, b) => a * b, 1);
+  if (operandCount === count) {
+    // Same shape up to leading 1s: item i is item i.
+    for (let i = 0; i < count; i++) offsets[i] = i * matrix;
+    return offsets;
+  }
+  if (operandCount === 1) return offsets;
+  const shift = outBatch.length - operandBatch.length;
+  const strides = tf.util.computeStrides(operandBatch as Array<number>).concat([1]);
+  for (let i = 0; i < count; i++) {
+    let rest = i;
+    let flat = 0;
+    for (let axis = outBatch.length - 1; axis >= 0; axis--) {
+      const coord = rest % outBatch[axis];
+      rest = Math.floor(rest / outBatch[axis]);
+      const own = axis - shift;
+      if (own >= 0 && operandBatch[own] !== 1) flat += coord * strides[own];
+    }
+    offsets[i] = flat * matrix;
+  }
+  return offsets;
+};

@@ -94,9 +94,12 @@ describeNative("native BatchMatMul", () => {
         tf.fused.matMul({ a: a as tf.Tensor3D, b: b as tf.Tensor3D, bias: tf.ones([3]), activation: "relu" }).dataSync();
       });
     step();
+    const buffers = tf.memory().numDataBuffers;
     await expectNoTensorLeak(() => {
       for (let i = 0; i < 10; i++) step();
     });
+    // Backend storage too, including the kernels' internal temporaries (transposes, slices).
+    expect(tf.memory().numDataBuffers).toBe(buffers);
     tf.dispose([a, b]);
   });
 });

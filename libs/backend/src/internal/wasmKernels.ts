@@ -7,9 +7,9 @@ import { Composite } from "@patchlm/native";
  *
  * - `UnsortedSegmentSum` is missing, so the gradient of `gather` (every embedding) fails. We add
  *   a scatter-add.
- * - `BatchMatMul` with `transposeA`/`transposeB` runs 10-30x slower than the plain form, and
- *   every matmul gradient uses the transposed forms. We transpose explicitly (a cheap O(n²)
- *   copy) and call the plain form.
+ * - `BatchMatMul` with `transposeA`/`transposeB`, or with batch dims, runs 10-30x slower than
+ *   the plain 2-D form, and every matmul gradient uses the transposed forms. We route every
+ *   matmul to the plain 2-D form.
  * - `_FusedMatMul` adds its bias wrongly for batched inputs (and has the same slow transposed
  *   forms). We compose it from the fixed `BatchMatMul`, `Add` and the activation kernels.
  * - `Slice` copies the WHOLE input out of the wasm heap (`readSync`) before taking its piece, so
@@ -41,25 +41,59 @@ const swapLastTwo = (rank: number): Array<number> => {
 };
 
 /**
- * Wrap the matmul kernel so that the transposed forms first materialise the transpose and then
- * run the fast plain form.
+ * Route every matmul to the kernel's fast plain 2-D form: materialise transposes first (a cheap
+ * O(n²) copy), multiply a batch against one shared matrix as one tall 2-D product, and loop
+ * over the items of a true batch (attention), since the batched form is about 10x slower too.
  */
-const transposeThenMultiply = (config: tf.KernelConfig, transpose: tf.KernelFunc): tf.KernelConfig => {
-  const plain = config.kernelFunc;
-  const kernelFunc = (args: KernelArgs): Info | Array<Info> => {
+const plainMatMul = (config: tf.KernelConfig, transpose: tf.KernelFunc): tf.KernelConfig => {
+  const plain = config.kernelFunc as (args: KernelArgs) => Info;
+  const kernelFunc = (args: KernelArgs): Info => {
     const attrs = args.attrs as { transposeA: boolean; transposeB: boolean };
-    if (!attrs.transposeA && !attrs.transposeB) return plain(args as Parameters<tf.KernelFunc>[0]);
     const backend = args.backend as BackendWasm;
+    const { a: a0, b: b0 } = args.inputs;
+    const aBatch = a0.shape.slice(0, -2);
+    const bBatch = b0.shape.slice(0, -2);
+    const aCount = tf.util.sizeFromShape(aBatch);
+    const bCount = tf.util.sizeFromShape(bBatch);
+    if (!attrs.transposeA && !attrs.transposeB && aCount === 1 && bCount === 1) return plain(args);
     const temporaries: Array<Info> = [];
-    const materialise = (x: Info, flag: boolean): Info => {
-      if (!flag) return x;
-      const t = transpose({ inputs: { x }, backend, attrs: { perm: swapLastTwo(x.shape.length) } }) as Info;
+    const keep = (t: Info): Info => {
       temporaries.push(t);
       return t;
     };
-    const inputs = { a: materialise(args.inputs.a, attrs.transposeA), b: materialise(args.inputs.b, attrs.transposeB) };
+    const materialise = (x: Info, flag: boolean): Info =>
+      flag ? keep(transpose({ inputs: { x }, backend, attrs: { perm: swapLastTwo(x.shape.length) } }) as Info) : x;
+    const multiply = (a: Info, b: Info): Info => plain({ inputs: { a, b }, backend, attrs: { ...args.attrs, transposeA: false, transposeB: false } });
+    // A tensor's storage under another shape: the plain kernel reshapes its inputs itself.
+    const as = (x: Info, shape: Array<number>): Info => ({ dataId: x.dataId, dtype: x.dtype, shape });
     try {
-      return plain({ inputs, backend, attrs: { ...args.attrs, transposeA: false, transposeB: false } });
+      const a = materialise(a0, attrs.transposeA);
+      const b = materialise(b0, attrs.transposeB);
+      const [M, K] = a.shape.slice(-2);
+      const N = b.shape[b.shape.length - 1];
+      const outBatch = tf.broadcast_util.assertAndGetBroadcastShape(aBatch, bBatch);
+      const outShape = [...outBatch, M, N];
+      if (bCount === 1) {
+        const out = multiply(as(a, [aCount * M, K]), as(b, [K, N]));
+        return { ...out, shape: outShape };
+      }
+      const count = tf.util.sizeFromShape(outBatch);
+      const aOffsets = Composite.batchOffsets(aBatch, outBatch, M * K);
+      const bOffsets = Composite.batchOffsets(bBatch, outBatch, K * N);
+      const out = backend.makeOutput(outShape, "float32");
+      const item = (x: Info, offset: number, rows: number, cols: number): Info => {
+        if (x.shape.length === 2 || tf.util.sizeFromShape(x.shape) === rows * cols) return as(x, [rows, cols]);
+        const piece = keep(backend.makeOutput([rows, cols], "float32"));
+        const view = backend.typedArrayFromHeap(x);
+        backend.typedArrayFromHeap(piece).set(view.subarray(offset, offset + rows * cols));
+        return piece;
+      };
+      for (let i = 0; i < count; i++) {
+        const product = multiply(item(a, aOffsets[i], M, K), item(b, bOffsets[i], K, N));
+        backend.typedArrayFromHeap(out).set(backend.typedArrayFromHeap(product), i * M * N);
+        backend.disposeData(product.dataId);
+      }
+      return out;
     } finally {
       for (const t of temporaries) backend.disposeData(t.dataId);
     }
@@ -189,7 +223,7 @@ let installed = false;
 export const install = (): void => {
   if (installed) return;
   const transpose = original("Transpose").kernelFunc;
-  replace(transposeThenMultiply(original("BatchMatMul"), transpose));
+  replace(plainMatMul(original("BatchMatMul"), transpose));
   replace({ ...original("_FusedMatMul"), kernelFunc: Composite.fusedMatMul("wasm") });
   const slice = makeSlice(original("Slice").kernelFunc);
   replace({ kernelName: "Slice", backendName: "wasm", kernelFunc: slice });
