@@ -113,12 +113,10 @@ interface StackContext {
   readonly T: number;
   /** Keys attended to: cached ones plus the T new ones. */
   readonly S: number;
-  /** RoPE tables for keys, (T,1,D). */
-  readonly cos: tf.Tensor3D;
-  readonly sin: tf.Tensor3D;
+  /** RoPE tables for keys. */
+  readonly rope: Rope.RopeTensors;
   /** RoPE tables for queries, pre-multiplied by 1/√D so the scores need no separate scaling. */
-  readonly cosQ: tf.Tensor3D;
-  readonly sinQ: tf.Tensor3D;
+  readonly ropeQ: Rope.RopeTensors;
   /** Additive causal mask (T,S), or undefined when no key is in any query's future. */
   readonly mask: tf.Tensor2D | undefined;
 }
@@ -148,8 +146,8 @@ const attention = (
   const R = H / Hkv;
   const D = Config.headDim(cfg);
   // (B,T,H,D) and (B,T,Hkv,D) <- projections of (B·T,C)
-  const q = Rope.apply(tf.reshape(linear(x, param(params, n.q)), [B, T, H, D]), ctx.cosQ, ctx.sinQ);
-  const k = Rope.apply(tf.reshape(linear(x, param(params, n.k)), [B, T, Hkv, D]), ctx.cos, ctx.sin);
+  const q = Rope.apply(tf.reshape(linear(x, param(params, n.q)), [B, T, H, D]), ctx.ropeQ);
+  const k = Rope.apply(tf.reshape(linear(x, param(params, n.k)), [B, T, Hkv, D]), ctx.rope);
   const v = tf.reshape(linear(x, param(params, n.v)), [B, T, Hkv, D]);
   // (B,Hkv,D,T) and (B,Hkv,T,D): keys pre-transposed so QKᵀ is a plain batched product
   let kT = tf.transpose(k, [0, 2, 3, 1]) as tf.Tensor4D;
@@ -208,16 +206,12 @@ export const hidden = (
   }
   const out = tf.tidy(() => {
     const D = Config.headDim(cfg);
-    const keyTables = Rope.tensors(D, cfg.ropeBase, cfg.contextLength, offset, T);
-    const queryTables = Rope.tensors(D, cfg.ropeBase, cfg.contextLength, offset, T, 1 / Math.sqrt(D));
     const ctx: StackContext = {
       B,
       T,
       S: past + T,
-      cos: keyTables.cos,
-      sin: keyTables.sinSigned,
-      cosQ: queryTables.cos,
-      sinQ: queryTables.sinSigned,
+      rope: Rope.tensors(D, cfg.ropeBase, cfg.contextLength, offset, T),
+      ropeQ: Rope.tensors(D, cfg.ropeBase, cfg.contextLength, offset, T, 1 / Math.sqrt(D)),
       mask: causalMask(past, T),
     };
     // (B·T,C): the residual stream stays 2-D between layers
