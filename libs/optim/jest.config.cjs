@@ -1,1 +1,9 @@
-module.exports = { ...require("../../jest.preset.cjs"), displayName: "optim", rootDir: __dirname };
+// The suite runs on both the cpu and the wasm backend (test/optim.{cpu,wasm}.test.ts). Libraries
+// never import a backend (lint forbids it in sources and tests), so the runner registers wasm here;
+// its .wasm binaries resolve from the package under Node.
+module.exports = {
+  ...require("../../jest.preset.cjs"),
+  displayName: "optim",
+  rootDir: __dirname,
+  setupFiles: [require.resolve("@tensorflow/tfjs-backend-wasm")],
+};
