@@ -1,0 +1,144 @@
+/**
+ * The files that tie a prepared data directory, a run directory and a checkpoint together:
+ * which tokenizer made the data (stored beside it, so nothing is re-downloaded or re-trained),
+ * and how to load a checkpoint's model for evaluation or export.
+ *
+ * A directory's tokenizer is either a Hugging Face `tokenizer.json` (+ `tokenizer_config.json`),
+ * for trained BPE and user files, or `tokenizer.spec.json` naming a built-in one
+ * (`{"kind":"bytes"}`, `{"kind":"tiktoken","encoding":"gpt2"}`).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { Effect, Layer, Schema, type Scope } from "effect";
+import { Config, FileError } from "@patchlm/core";
+import { Checkpoint } from "@patchlm/checkpoint";
+import { Model } from "@patchlm/model";
+import { PatchStrategy } from "@patchlm/patching";
+import { Bpe, Bytes, HuggingFace, Tiktoken, Tokenizer } from "@patchlm/tokenization";
+
+export const TOKENIZER_JSON = "tokenizer.json";
+export const TOKENIZER_CONFIG = "tokenizer_config.json";
+export const TOKENIZER_SPEC = "tokenizer.spec.json";
+
+const BuiltinSpec = Schema.Union(
+  Schema.Struct({ kind: Schema.Literal("bytes") }),
+  Schema.Struct({ kind: Schema.Literal("tiktoken"), encoding: Schema.Literal("gpt2", "cl100k_base") }),
+);
+type BuiltinSpec = typeof BuiltinSpec.Type;
+
+/** What to store: a built-in tokenizer, a trained BPE, or a user's tokenizer.json file or directory. */
+export type Stored =
+  | BuiltinSpec
+  | { readonly kind: "bpe"; readonly model: Bpe.Model }
+  | { readonly kind: "file"; readonly path: string };
+
+const fileError = (p: string, reason: FileError["reason"], detail: string) => new FileError({ path: p, reason, detail });
+
+const writeAtomic = (file: string, text: string) =>
+  Effect.try({
+    try: () => {
+      const tmp = `${file}.tmp-${process.pid}`;
+      fs.writeFileSync(tmp, text);
+      fs.renameSync(tmp, file);
+    },
+    catch: (e) => fileError(file, "Unwritable", (e as Error).message),
+  });
+
+/** Store a tokenizer in `dir`, replacing whatever tokenizer was there. */
+export const saveTokenizer = Effect.fn("RunFiles.saveTokenizer")(function* (dir: string, stored: Stored) {
+  yield* Effect.try({ try: () => fs.mkdirSync(dir, { recursive: true }), catch: (e) => fileError(dir, "Unwritable", (e as Error).message) });
+  for (const f of [TOKENIZER_JSON, TOKENIZER_CONFIG, TOKENIZER_SPEC]) fs.rmSync(path.join(dir, f), { force: true });
+  switch (stored.kind) {
+    case "bytes":
+    case "tiktoken":
+      return yield* writeAtomic(path.join(dir, TOKENIZER_SPEC), JSON.stringify(stored) + "\n");
+    case "bpe":
+      return yield* Bpe.save(stored.model, dir);
+    case "file": {
+      const isDir = fs.existsSync(stored.path) && fs.statSync(stored.path).isDirectory();
+      const json = isDir ? path.join(stored.path, TOKENIZER_JSON) : stored.path;
+      const config = path.join(path.dirname(json), TOKENIZER_CONFIG);
+      if (!fs.existsSync(json)) return yield* fileError(json, "NotFound", "expected a Hugging Face tokenizer.json");
+      yield* writeAtomic(path.join(dir, TOKENIZER_JSON), fs.readFileSync(json, "utf8"));
+      if (fs.existsSync(config)) yield* writeAtomic(path.join(dir, TOKENIZER_CONFIG), fs.readFileSync(config, "utf8"));
+      return;
+    }
+  }
+});
+
+/** Copy the tokenizer files of one directory (a prepared data dir) into another (a run dir). */
+export const copyTokenizer = Effect.fn("RunFiles.copyTokenizer")(function* (from: string, to: string) {
+  let copied = 0;
+  for (const f of [TOKENIZER_JSON, TOKENIZER_CONFIG, TOKENIZER_SPEC]) {
+    const src = path.join(from, f);
+    if (!fs.existsSync(src)) continue;
+    yield* writeAtomic(path.join(to, f), fs.readFileSync(src, "utf8"));
+    copied++;
+  }
+  if (copied === 0) return yield* fileError(from, "NotFound", `no ${TOKENIZER_JSON} or ${TOKENIZER_SPEC}; was it made by \`trainer prepare\`?`);
+});
+
+/** The tokenizer service stored in `dir` (a prepared data dir or a run dir). */
+export const loadTokenizer = (dir: string): Effect.Effect<Tokenizer.Service, FileError, Scope.Scope> =>
+  Effect.gen(function* () {
+    if (fs.existsSync(path.join(dir, TOKENIZER_JSON))) return yield* HuggingFace.fromFile(dir);
+    const specPath = path.join(dir, TOKENIZER_SPEC);
+    if (!fs.existsSync(specPath)) {
+      return yield* fileError(dir, "NotFound", `no ${TOKENIZER_JSON} or ${TOKENIZER_SPEC}; was it made by \`trainer prepare\`?`);
+    }
+    const spec = yield* Effect.try({
+      try: () => JSON.parse(fs.readFileSync(specPath, "utf8")) as unknown,
+      catch: (e) => fileError(specPath, "Malformed", `not JSON: ${(e as Error).message}`),
+    }).pipe(
+      Effect.flatMap((u) =>
+        Schema.decodeUnknown(BuiltinSpec)(u).pipe(
+          Effect.mapError((e) => fileError(specPath, "Malformed", `expected {"kind":"bytes"} or {"kind":"tiktoken","encoding":"gpt2"|"cl100k_base"}: ${e.message}`)),
+        ),
+      ),
+    );
+    return spec.kind === "bytes" ? Bytes.make() : yield* Tiktoken.make(spec.encoding);
+  });
+
+export const tokenizerLayer = (dir: string): Layer.Layer<Tokenizer.Tokenizer, FileError> =>
+  Layer.scoped(Tokenizer.Tokenizer, loadTokenizer(dir));
+
+export interface LoadedModel {
+  readonly cfg: Config.ModelConfig;
+  /** The model's variables; the caller disposes them (`Model.dispose`). */
+  readonly params: Model.Params;
+  readonly manifest: Checkpoint.Manifest;
+  /** The step directory. */
+  readonly dir: string;
+}
+
+/**
+ * The model of a checkpoint (a step directory, or a run directory through `latest`), as
+ * variables. Patch-strategy parameters of a patch-phase checkpoint are left out: the evaluated
+ * model is always the token-level network.
+ */
+export const loadModel = Effect.fn("RunFiles.loadModel")(function* (checkpointPath: string) {
+  const loaded = yield* Checkpoint.load(checkpointPath);
+  const cfg = yield* Config.decodeConfig(Config.ModelConfig)(`${loaded.dir}/manifest.json modelConfig`, loaded.manifest.modelConfig);
+  const params = Model.init(cfg, 0);
+  const problems: Array<string> = [];
+  for (const [name, v] of Object.entries(params)) {
+    const t = loaded.tensors[name];
+    if (t === undefined) problems.push(`${name}: missing`);
+    else if (t.dtype !== "F32" || t.shape.length !== v.shape.length || t.shape.some((d, i) => d !== v.shape[i])) {
+      problems.push(`${name}: ${t.dtype} [${t.shape}], expected F32 [${v.shape}]`);
+    } else tf.tidy(() => v.assign(tf.tensor(t.data as Float32Array, [...t.shape], "float32")));
+  }
+  for (const name of Object.keys(loaded.tensors)) {
+    if (params[name] === undefined && !PatchStrategy.isStrategyParam(name)) problems.push(`${name}: not a parameter of the model`);
+  }
+  if (problems.length > 0) {
+    Model.dispose(params);
+    return yield* new Checkpoint.CheckpointError({
+      path: loaded.dir,
+      reason: "ConfigMismatch",
+      detail: `model.safetensors does not fit its manifest's modelConfig:\n  - ${problems.join("\n  - ")}`,
+    });
+  }
+  return { cfg, params, manifest: loaded.manifest, dir: loaded.dir } satisfies LoadedModel;
+});
