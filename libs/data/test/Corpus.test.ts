@@ -13,7 +13,7 @@ const failure = (source: Corpus.Source) => runTestFailure(Stream.runDrain(Corpus
 describe("Corpus.splitRecords", () => {
   it("cuts at word starts so the records concatenate back to the text, each with at most maxWords words", () => {
     fc.assert(
-      fc.property(fc.string({ unit: fc.constantFrom("a", "b", " ", "\n", "é", "\t") }), fc.integer({ min: 1, max: 5 }), (s, max) => {
+      fc.property(fc.string({ unit: fc.constantFrom("a", "b", " ", "\n", "é", "\t", "\u00a0", "\u3000", "\u2028", "\u200b") }), fc.integer({ min: 1, max: 5 }), (s, max) => {
         const records = Corpus.splitRecords(s, max);
         expect(records.join("")).toBe(s);
         for (const r of records) expect((r.match(/\S+/g) ?? []).length).toBeLessThanOrEqual(max);
