@@ -21,7 +21,7 @@
  * An interrupted run therefore leaves the old manifest (or none) and untrusted extra files.
  * One `prepare` per output directory at a time: step 4 deletes leftover temp files.
  */
-import { ConfigError, Config } from "@patchlm/core";
+import { Config } from "@patchlm/core";
 import { Tokenizer } from "@patchlm/tokenization";
 import { Chunk, Effect, Option, Schema, Sink, Stream } from "effect";
 import { createHash } from "node:crypto";
@@ -267,4 +267,5 @@ export const prepare = Effect.fn("Prepare.prepare")(function* (input: PrepareOpt
   return summary;
 });
 
-export type PrepareError = ConfigError | Effect.Effect.Error<ReturnType<typeof prepare>>;
+/** Everything `prepare` can fail with: ConfigError | CorpusError | WriteError. */
+export type PrepareError = Effect.Effect.Error<ReturnType<typeof prepare>>;

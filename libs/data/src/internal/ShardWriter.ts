@@ -113,7 +113,7 @@ export const make = (o: WriterOptions): Effect.Effect<ShardWriter, never, Scope.
             current = undefined;
           }),
         ),
-        Effect.tap(() => Effect.logDebug("shard written").pipe(Effect.annotateLogs({ file: s.file, tokens: s.tokens }))),
+        Effect.tap(() => Effect.logInfo("prepare: shard written").pipe(Effect.annotateLogs({ file: s.file, tokens: s.tokens }))),
       );
 
     yield* Effect.addFinalizer(() =>
