@@ -24,3 +24,16 @@ export class FileError extends Schema.TaggedError<FileError>()("FileError", {
     return `${this.path}: ${this.reason}: ${this.detail}`;
   }
 }
+
+/**
+ * A platform I/O failure (`@effect/platform` PlatformError) as a FileError naming the path and
+ * what was being done.
+ */
+export const fileErrorFrom =
+  (path: string, doing: "read" | "write") =>
+  (e: { readonly _tag: string; readonly reason?: string; readonly message: string }): FileError =>
+    new FileError({
+      path,
+      reason: e._tag === "SystemError" && e.reason === "NotFound" ? "NotFound" : doing === "read" ? "Unreadable" : "Unwritable",
+      detail: e.message,
+    });

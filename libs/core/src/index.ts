@@ -1,4 +1,4 @@
 export * as Config from "./Config";
 export * as Params from "./Params";
 export type { ParamSpec } from "./Params";
-export { ConfigError, FileError } from "./Errors";
+export { ConfigError, FileError, fileErrorFrom } from "./Errors";

@@ -1,17 +1,9 @@
 import { FileSystem } from "@effect/platform";
-import type { PlatformError } from "@effect/platform/Error";
 import { Effect } from "effect";
-import { FileError } from "@patchlm/core";
+import { fileErrorFrom } from "@patchlm/core";
 
 /** A platform I/O failure as the project's FileError, naming the path and what was being done. */
-export const fileError =
-  (path: string, doing: "read" | "write") =>
-  (e: PlatformError): FileError =>
-    new FileError({
-      path,
-      reason: e._tag === "SystemError" && e.reason === "NotFound" ? "NotFound" : doing === "read" ? "Unreadable" : "Unwritable",
-      detail: e.message,
-    });
+export const fileError = fileErrorFrom;
 
 /**
  * Write `parts` to a new file at `path` and fsync it before closing, so a later rename publishes
