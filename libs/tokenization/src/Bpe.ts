@@ -128,6 +128,9 @@ const fromWordCounts = (words: ReadonlyMap<string, number>, options: TrainOption
             `seen at least ${minFrequency} times; requested vocabSize ${vocabSize}`,
         }),
       );
+    yield* Effect.logDebug("BPE merges learned").pipe(
+      Effect.annotateLogs({ words: words.size, merges: table.merges.length, vocabSize }),
+    );
     const json = yield* trainedJson(table, specialTokens);
     const config = {
       tokenizer_class: "PreTrainedTokenizerFast",
