@@ -126,27 +126,32 @@ const weightedBag = (z: tf.Tensor2D, t: tf.Tensor2D, w: tf.Tensor2D): tf.Scalar 
   const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
     const logits = args[0] as tf.Tensor2D;
     const save = args[1] as tf.GradSaveFunc;
-    const lse = tf.logSumExp(logits, 1, true); // (R,1)
+    const [R, V] = logits.shape;
+    // logsumexp by hand, keeping exp(z − max) and its row sums: backward's softmax is then one
+    // division instead of a second pass of exp over R×V, the costliest elementwise op here.
+    const rowMax = tf.max(logits, 1, true); // (R,1)
+    const shifted = tf.exp(tf.sub(logits, rowMax)); // (R,V) exp(z − max)
+    const rowSum = tf.sum(shifted, 1, true); // (R,1)
+    const lse = tf.add(rowMax, tf.log(rowSum)); // (R,1)
     // (R,K) <- z_r[t_rk], through flat offsets r·V + t_rk: the wasm backend's batched gather
     // (batchDims = 1) reads out of bounds in tfjs 4.22.
-    const [R, V] = logits.shape;
     const offsets = tf.add(tf.reshape(tf.mul(tf.range(0, R, 1, "int32"), tf.scalar(V, "int32")), [R, 1]), t);
     const picked = tf.gather(tf.reshape(logits, [R * V]), offsets);
     const value = tf.sum(tf.mul(w, tf.sub(lse, picked))) as tf.Scalar;
     // The forward runs inside the tape's own tidy: anything backward needs must be saved.
-    save([logits, lse, t, w]);
+    save([shifted, rowSum, t, w]);
     return {
       value,
       gradFunc: (dy: tf.Tensor, saved: Array<tf.Tensor>) => {
-        const [z2, lse2, t2, w2] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
-        const [R, V] = z2.shape;
+        const [e, s, t2, w2] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
         const K = t2.shape[1];
-        const p = tf.exp(tf.sub(z2, lse2)); // (R,V) softmax
-        const rowWeight = tf.sum(w2, 1, true); // (R,1)
+        const wdy = tf.mul(w2, dy); // (R,K) upstream scale folded into the weights
+        // (R,1) Σ_k w_rk·dy / Σ_v exp(z − max): scales exp(z − max) straight to (Σ_k w_rk)·dy·p_r
+        const rowScale = tf.div(tf.sum(wdy, 1, true), s);
         const rows = tf.tile(tf.reshape(tf.range(0, R, 1, "int32"), [R, 1]), [1, K]); // (R,K)
         const at = tf.reshape(tf.stack([rows, t2], 2), [R * K, 2]); // (R·K,2) <- (row, target)
-        const counts = tf.scatterND(at, tf.reshape(w2, [R * K]), [R, V]); // (R,V), duplicates add up
-        return tf.mul(dy, tf.sub(tf.mul(p, rowWeight), counts));
+        const counts = tf.scatterND(at, tf.reshape(wdy, [R * K]), [R, V]); // (R,V), duplicates add up
+        return tf.sub(tf.mul(e, rowScale), counts);
       },
     };
   });
