@@ -51,3 +51,73 @@ export const windowNll = (params: Model.Params, cfg: Config.ModelConfig, tokens:
   sum.dispose();
   return { nll, tokens: rows * (L - 1) };
 };
+
+/**
+ * log p(targets[b,t] | inputs[b,..t]) and whether each target is the argmax ("greedy") of its
+ * distribution: (B,T) float32 and (B,T) bool <- inputs, targets (B,T) int32. The general form of
+ * `nextTokenLogProbs`: a window of T inputs scores T targets, so a full context of T positions
+ * predicts T tokens (lm-eval's `inp = (ctx + cont)[-(max_length+1):][:-1]`).
+ */
+export const targetLogProbs = (
+  params: Model.Params,
+  cfg: Config.ModelConfig,
+  inputs: tf.Tensor2D,
+  targets: tf.Tensor2D,
+): { readonly logprobs: tf.Tensor2D; readonly greedy: tf.Tensor2D } =>
+  tf.tidy(() => {
+    const [B, T] = inputs.shape;
+    const V = cfg.vocabSize;
+    const z = tf.reshape(Model.forward(params, cfg, inputs), [B * T, V]); // (N,V)
+    const logp = tf.logSoftmax(z); // (N,V)
+    const t = tf.reshape(targets, [B * T]); // (N)
+    const flat = tf.add(tf.mul(tf.range(0, B * T, 1, "int32"), tf.scalar(V, "int32")), t);
+    const logprobs = tf.reshape(tf.gather(tf.reshape(logp, [B * T * V]), flat), [B, T]) as tf.Tensor2D;
+    const greedy = tf.reshape(tf.equal(tf.argMax(z, 1), t), [B, T]) as tf.Tensor2D;
+    return { logprobs, greedy };
+  });
+
+/** One scoring row: `targets[i]` is predicted from `input[0..i]`; both have the same length. */
+export interface Row {
+  readonly input: ArrayLike<number>;
+  readonly targets: ArrayLike<number>;
+}
+
+/** Per-position results of one row. */
+export interface RowScore {
+  readonly logprobs: Float32Array;
+  /** 1 where the target is the model's argmax. */
+  readonly greedy: Uint8Array;
+}
+
+/**
+ * Score rows of possibly different lengths in one forward pass: each row is right-padded to the
+ * longest (causal attention never lets a position see the padding after it), and the results are
+ * cut back to each row's length. One host read per call.
+ */
+export const scoreRows = (params: Model.Params, cfg: Config.ModelConfig, rows: ReadonlyArray<Row>): Array<RowScore> => {
+  if (rows.length === 0) return [];
+  const T = Math.max(...rows.map((r) => r.input.length));
+  if (T === 0) return rows.map(() => ({ logprobs: new Float32Array(0), greedy: new Uint8Array(0) }));
+  if (T > cfg.contextLength) throw new Error(`Score.scoreRows: a row of ${T} positions exceeds contextLength ${cfg.contextLength}`);
+  const B = rows.length;
+  const inputs = new Int32Array(B * T);
+  const targets = new Int32Array(B * T);
+  rows.forEach((r, b) => {
+    if (r.targets.length !== r.input.length) throw new Error(`Score.scoreRows: row ${b} has ${r.input.length} inputs and ${r.targets.length} targets`);
+    for (let i = 0; i < r.input.length; i++) {
+      inputs[b * T + i] = r.input[i];
+      targets[b * T + i] = r.targets[i];
+    }
+  });
+  const [lp, gr] = tf.tidy(() => {
+    const s = targetLogProbs(params, cfg, tf.tensor2d(inputs, [B, T], "int32"), tf.tensor2d(targets, [B, T], "int32"));
+    return [s.logprobs, tf.cast(s.greedy, "int32")];
+  });
+  const logprobs = lp.dataSync() as Float32Array;
+  const greedy = gr.dataSync() as Int32Array;
+  tf.dispose([lp, gr]);
+  return rows.map((r, b) => ({
+    logprobs: logprobs.slice(b * T, b * T + r.input.length),
+    greedy: Uint8Array.from(greedy.subarray(b * T, b * T + r.input.length)),
+  }));
+};

@@ -1,1 +1,10 @@
 export * as Score from "./Score";
+export * as Perplexity from "./Perplexity";
+export * as Choice from "./Choice";
+export * as Tasks from "./Tasks";
+export * as Cloze from "./Cloze";
+export * as Documents from "./Documents";
+export * as Generate from "./Generate";
+export * as HuggingFace from "./HuggingFace";
+export * as Report from "./Report";
+export { TaskError, TokenizerMismatch, EvalInputError } from "./Errors";

@@ -1,0 +1,254 @@
+/**
+ * Hugging Face LLaMA directories: checkpoint → `config.json` + `model.safetensors` +
+ * `generation_config.json` (+ `tokenizer.json`, `tokenizer_config.json` when the run's tokenizer is
+ * a Hugging Face one), and back.
+ *
+ * No tensor is renamed or permuted. The parameter table already uses `LlamaForCausalLM`'s state
+ * dict names and [out, in] shapes, and the model applies RoPE with HF's rotate-half convention to
+ * q/k laid out as HF lays them out (HF's own conversion script permutes Meta's interleaved
+ * layout into exactly this one). Tests check the exported files against an independent float64
+ * implementation of HF's forward.
+ *
+ * Everything written is a pure function of the checkpoint (and the tokenizer files, copied byte for
+ * byte): export → import → export gives identical bytes.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { Effect, Either } from "effect";
+import { Config } from "@patchlm/core";
+import { Safetensors } from "@patchlm/checkpoint";
+import { ParameterTable } from "@patchlm/model";
+import { PatchStrategy } from "@patchlm/patching";
+import type { Tokenizer } from "@patchlm/tokenization";
+import { EvalInputError } from "./Errors";
+
+export const CONFIG_FILE = "config.json";
+export const MODEL_FILE = "model.safetensors";
+export const GENERATION_CONFIG_FILE = "generation_config.json";
+export const TOKENIZER_FILE = "tokenizer.json";
+export const TOKENIZER_CONFIG_FILE = "tokenizer_config.json";
+
+/** `config.json` of `LlamaForCausalLM` for a model config; keys in a fixed order. */
+export const configJson = (cfg: Config.ModelConfig, special: Tokenizer.SpecialTokens | undefined): Record<string, unknown> => ({
+  architectures: ["LlamaForCausalLM"],
+  attention_bias: false,
+  attention_dropout: 0,
+  ...(special === undefined ? {} : { bos_token_id: special.bos, eos_token_id: special.eos, pad_token_id: special.pad }),
+  head_dim: Config.headDim(cfg),
+  hidden_act: "silu",
+  hidden_size: cfg.dModel,
+  initializer_range: cfg.initStd,
+  intermediate_size: cfg.ffnHidden,
+  max_position_embeddings: cfg.contextLength,
+  mlp_bias: false,
+  model_type: "llama",
+  num_attention_heads: cfg.nHeads,
+  num_hidden_layers: cfg.nLayers,
+  num_key_value_heads: Config.kvHeads(cfg),
+  pretraining_tp: 1,
+  rms_norm_eps: cfg.normEps,
+  rope_scaling: null,
+  rope_theta: cfg.ropeBase,
+  tie_word_embeddings: cfg.tieEmbeddings,
+  torch_dtype: "float32",
+  use_cache: true,
+  vocab_size: cfg.vocabSize,
+});
+
+export const generationConfigJson = (special: Tokenizer.SpecialTokens | undefined): Record<string, unknown> => ({
+  _from_model_config: true,
+  ...(special === undefined ? {} : { bos_token_id: special.bos, eos_token_id: special.eos, pad_token_id: special.pad }),
+});
+
+const json = (value: unknown): string => `${JSON.stringify(value, null, 2)}\n`;
+
+type Json = Readonly<Record<string, unknown>>;
+
+/** The model config and special ids of a `config.json`, refusing what the model cannot run. */
+export const fromConfigJson = (
+  j: Json,
+  source: string,
+): Either.Either<{ readonly cfg: Config.ModelConfig; readonly special: Tokenizer.SpecialTokens | undefined }, EvalInputError> => {
+  const problems: Array<string> = [];
+  const unsupported = (key: string, ok: (v: unknown) => boolean, want: string) => {
+    if (key in j && !ok(j[key])) problems.push(`${key}: ${JSON.stringify(j[key])} is not supported (${want})`);
+  };
+  unsupported("model_type", (v) => v === "llama", `"llama"`);
+  unsupported("hidden_act", (v) => v === "silu", `"silu"`);
+  unsupported("rope_scaling", (v) => v === null, "null");
+  unsupported("attention_bias", (v) => v === false, "false");
+  unsupported("mlp_bias", (v) => v === false, "false");
+  if (problems.length > 0) return Either.left(new EvalInputError({ path: source, reason: "Unsupported", detail: problems.join("; ") }));
+  const nHeads = j.num_attention_heads as number;
+  const kv = j.num_key_value_heads ?? nHeads;
+  const input = {
+    vocabSize: j.vocab_size,
+    dModel: j.hidden_size,
+    nLayers: j.num_hidden_layers,
+    nHeads,
+    ...(kv === nHeads ? {} : { nKvHeads: kv }),
+    ffnHidden: j.intermediate_size,
+    contextLength: j.max_position_embeddings ?? 2048,
+    ropeBase: j.rope_theta ?? 10000,
+    normEps: j.rms_norm_eps ?? 1e-6,
+    tieEmbeddings: j.tie_word_embeddings ?? false,
+    initStd: j.initializer_range ?? 0.02,
+  };
+  return Either.flatMap(
+    Either.mapLeft(Config.decodeConfig(Config.ModelConfig)(source, input), (e) => new EvalInputError({ path: source, reason: "Malformed", detail: e.issues.join("; ") })),
+    (cfg) => {
+      if (j.head_dim !== undefined && j.head_dim !== Config.headDim(cfg)) {
+        return Either.left(new EvalInputError({ path: source, reason: "Unsupported", detail: `head_dim ${j.head_dim} differs from hidden_size / num_attention_heads = ${Config.headDim(cfg)}` }));
+      }
+      const ids = [j.bos_token_id, j.eos_token_id, j.pad_token_id];
+      const special = ids.every((x) => typeof x === "number") ? { bos: ids[0] as number, eos: ids[1] as number, pad: ids[2] as number } : undefined;
+      return Either.right({ cfg, special });
+    },
+  );
+};
+
+/**
+ * The model's tensors of a checkpoint, checked against the parameter table: patch-strategy
+ * parameters dropped, every table entry present with its shape, nothing else. Non-F32 floats
+ * (F16, BF16) are widened to F32.
+ */
+export const modelTensors = (cfg: Config.ModelConfig, tensors: Safetensors.TensorMap, source: string): Either.Either<Safetensors.TensorMap, EvalInputError> => {
+  const table = ParameterTable.make(cfg);
+  const out: Record<string, Safetensors.Tensor> = {};
+  const problems: Array<string> = [];
+  for (const spec of table) {
+    const t = tensors[spec.name];
+    if (t === undefined) {
+      problems.push(`${spec.name}: missing`);
+      continue;
+    }
+    if (t.shape.length !== spec.shape.length || t.shape.some((d, i) => d !== spec.shape[i])) {
+      problems.push(`${spec.name}: shape [${t.shape}], expected [${spec.shape}]`);
+      continue;
+    }
+    const f32 = toF32(t);
+    if (f32 === undefined) problems.push(`${spec.name}: dtype ${t.dtype}, expected a float type`);
+    else out[spec.name] = f32;
+  }
+  const known = new Set(table.map((s) => s.name));
+  for (const name of Object.keys(tensors)) {
+    // HF checkpoints of tied models sometimes store the head anyway; it is the embedding.
+    const tiedHead = cfg.tieEmbeddings && name === ParameterTable.Names.lmHead;
+    if (!known.has(name) && !PatchStrategy.isStrategyParam(name) && !tiedHead) problems.push(`${name}: not a parameter of this model`);
+  }
+  return problems.length > 0
+    ? Either.left(new EvalInputError({ path: source, reason: "Malformed", detail: `tensors do not fit the model config:\n  - ${problems.join("\n  - ")}` }))
+    : Either.right(out);
+};
+
+const toF32 = (t: Safetensors.Tensor): Safetensors.Tensor | undefined => {
+  if (t.dtype === "F32") return t;
+  const n = t.data.length;
+  const out = new Float32Array(n);
+  if (t.dtype === "F64") {
+    for (let i = 0; i < n; i++) out[i] = (t.data as Float64Array)[i];
+  } else if (t.dtype === "BF16") {
+    const u = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) u[i] = (t.data as Uint16Array)[i] << 16;
+  } else if (t.dtype === "F16") {
+    for (let i = 0; i < n; i++) out[i] = halfToFloat((t.data as Uint16Array)[i]);
+  } else return undefined;
+  return Safetensors.f32(t.shape, out);
+};
+
+const halfToFloat = (h: number): number => {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac === 0 ? sign * Infinity : NaN;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+};
+
+const writeFile = (file: string, data: string | Uint8Array) =>
+  Effect.try({
+    try: () => {
+      const tmp = `${file}.tmp-${process.pid}`;
+      fs.writeFileSync(tmp, data);
+      fs.renameSync(tmp, file);
+    },
+    catch: (e) => new EvalInputError({ path: file, reason: "Unwritable", detail: (e as Error).message }),
+  });
+
+const readBytes = (file: string) =>
+  Effect.try({
+    try: () => fs.readFileSync(file),
+    catch: (e) =>
+      new EvalInputError({
+        path: file,
+        reason: (e as NodeJS.ErrnoException).code === "ENOENT" ? "NotFound" : "Unreadable",
+        detail: (e as Error).message,
+      }),
+  });
+
+export interface ExportInput {
+  readonly cfg: Config.ModelConfig;
+  readonly tensors: Safetensors.TensorMap;
+  /** Special token ids for config.json; omitted there when unknown. */
+  readonly special: Tokenizer.SpecialTokens | undefined;
+  /** A directory holding the run's `tokenizer.json` (+ `tokenizer_config.json`), copied as they are. */
+  readonly tokenizerDir?: string;
+  /** Names the checkpoint in errors. */
+  readonly source: string;
+}
+
+/** Write a Hugging Face LLaMA directory. Returns the files written. */
+export const exportTo = Effect.fn("HuggingFace.exportTo")(function* (input: ExportInput, outDir: string) {
+  const tensors = yield* modelTensors(input.cfg, input.tensors, input.source);
+  yield* Effect.try({
+    try: () => fs.mkdirSync(outDir, { recursive: true }),
+    catch: (e) => new EvalInputError({ path: outDir, reason: "Unwritable", detail: (e as Error).message }),
+  });
+  const written = [CONFIG_FILE, MODEL_FILE, GENERATION_CONFIG_FILE];
+  yield* writeFile(path.join(outDir, CONFIG_FILE), json(configJson(input.cfg, input.special)));
+  yield* writeFile(path.join(outDir, MODEL_FILE), Safetensors.encode(tensors, { format: "pt" }));
+  yield* writeFile(path.join(outDir, GENERATION_CONFIG_FILE), json(generationConfigJson(input.special)));
+  for (const f of [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE]) {
+    const src = input.tokenizerDir === undefined ? undefined : path.join(input.tokenizerDir, f);
+    if (src !== undefined && fs.existsSync(src)) {
+      yield* writeFile(path.join(outDir, f), yield* readBytes(src));
+      written.push(f);
+    } else fs.rmSync(path.join(outDir, f), { force: true });
+  }
+  return written;
+});
+
+export interface Imported {
+  readonly cfg: Config.ModelConfig;
+  readonly tensors: Safetensors.TensorMap;
+  readonly special: Tokenizer.SpecialTokens | undefined;
+  /** The tokenizer files present in the directory. */
+  readonly tokenizerFiles: ReadonlyArray<string>;
+}
+
+/** Read a Hugging Face LLaMA directory (config.json + model.safetensors; sharded checkpoints are not supported). */
+export const read = Effect.fn("HuggingFace.read")(function* (dir: string) {
+  const configPath = path.join(dir, CONFIG_FILE);
+  const text = (yield* readBytes(configPath)).toString("utf8");
+  const parsed = yield* Effect.try({
+    try: () => JSON.parse(text) as unknown,
+    catch: (e) => new EvalInputError({ path: configPath, reason: "Malformed", detail: `not JSON: ${(e as Error).message}` }),
+  });
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    return yield* new EvalInputError({ path: configPath, reason: "Malformed", detail: "expected a JSON object" });
+  }
+  const { cfg, special } = yield* fromConfigJson(parsed as Json, configPath);
+  const modelPath = path.join(dir, MODEL_FILE);
+  if (!fs.existsSync(modelPath)) {
+    const sharded = fs.existsSync(path.join(dir, "model.safetensors.index.json"));
+    return yield* new EvalInputError({
+      path: modelPath,
+      reason: sharded ? "Unsupported" : "NotFound",
+      detail: sharded ? "sharded safetensors checkpoints are not supported; merge them into one model.safetensors" : "no model.safetensors",
+    });
+  }
+  const contents = yield* Either.mapLeft(Safetensors.decode(yield* readBytes(modelPath), modelPath), (e) => new EvalInputError({ path: modelPath, reason: "Malformed", detail: e.message }));
+  const tensors = yield* modelTensors(cfg, contents.tensors, modelPath);
+  const tokenizerFiles = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE].filter((f) => fs.existsSync(path.join(dir, f)));
+  return { cfg, tensors, special, tokenizerFiles } satisfies Imported;
+});

@@ -1,0 +1,154 @@
+/**
+ * Windowed perplexity over long token streams (Hugging Face "perplexity of fixed-length models"
+ * and lm-evaluation-harness `loglikelihood_rolling` semantics): every token after the first is
+ * scored exactly once, each with as much preceding context as the window allows.
+ *
+ * A stream x_0..x_{n−1} has targets x_1..x_{n−1} (give it a prefix token, e.g. EOS, to have the
+ * text's first token scored too). With window W (input positions per forward pass, ≤ the model's
+ * context) and stride S (1 ≤ S ≤ W):
+ * - the first window feeds x_0..x_{W−1} and scores its W targets x_1..x_W;
+ * - each later window scores the next S targets, fed with the W tokens before its last target,
+ *   so target t sees at least W − S + 1 tokens of context. S = W is lm-eval's disjoint rolling
+ *   windows; smaller S buys context with more compute (W/S forward passes per scored window).
+ *
+ * Bits per byte, comparable across tokenizers: total NLL (nats) / ln 2 / UTF-8 bytes of the
+ * scored text.
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { Config } from "@patchlm/core";
+import { Loss } from "@patchlm/losses";
+import { Model } from "@patchlm/model";
+import { Patches, PatchStrategy } from "@patchlm/patching";
+import * as Score from "./Score";
+
+/** One forward pass: inputs x[start..start+length), targets x[start+1..start+length], the last `scored` of them counted. */
+export interface Window {
+  readonly start: number;
+  readonly length: number;
+  readonly scored: number;
+}
+
+/** The windows covering targets 1..n−1 of an n-token stream (see the module comment). */
+export const windows = (n: number, window: number, stride: number): Array<Window> => {
+  if (!Number.isInteger(window) || window < 1) throw new RangeError(`Perplexity.windows: window must be a positive integer, got ${window}`);
+  if (!Number.isInteger(stride) || stride < 1 || stride > window) {
+    throw new RangeError(`Perplexity.windows: stride must be an integer in [1, window=${window}], got ${stride}`);
+  }
+  const out: Array<Window> = [];
+  let next = 1; // first target not yet scored
+  while (next <= n - 1) {
+    const last = Math.min(next + (out.length === 0 ? window : stride) - 1, n - 1);
+    const start = Math.max(0, last - window);
+    out.push({ start, length: last - start, scored: last - next + 1 });
+    next = last + 1;
+  }
+  return out;
+};
+
+export interface WindowOptions {
+  /** Input positions per forward pass; default (and at most) the model's context length. */
+  readonly window?: number;
+  /** New targets per window after the first; default `window` (disjoint windows). */
+  readonly stride?: number;
+  /** Windows per forward pass. Default 8. */
+  readonly batchSize?: number;
+}
+
+const resolveWindow = (cfg: Config.ModelConfig, o: WindowOptions) => {
+  const window = o.window ?? cfg.contextLength;
+  if (window > cfg.contextLength) throw new RangeError(`Perplexity: window ${window} exceeds the model's contextLength ${cfg.contextLength}`);
+  return { window, stride: o.stride ?? window, batchSize: o.batchSize ?? 8 };
+};
+
+/**
+ * Summed NLL of every target of one token stream (see the module comment), scored in batches of
+ * windows. `onBatch` is told the targets scored so far, for progress display.
+ */
+export const streamNll = (
+  params: Model.Params,
+  cfg: Config.ModelConfig,
+  tokens: ArrayLike<number>,
+  options: WindowOptions = {},
+  onBatch?: (scored: number) => void,
+): Score.NllSum => {
+  const { window, stride, batchSize } = resolveWindow(cfg, options);
+  const plan = windows(tokens.length, window, stride);
+  let nll = 0;
+  let scoredSoFar = 0;
+  const slice = (from: number, to: number) => Array.prototype.slice.call(tokens, from, to) as Array<number>;
+  for (let i = 0; i < plan.length; i += batchSize) {
+    const group = plan.slice(i, i + batchSize);
+    const scores = Score.scoreRows(
+      params,
+      cfg,
+      group.map((w) => ({ input: slice(w.start, w.start + w.length), targets: slice(w.start + 1, w.start + w.length + 1) })),
+    );
+    group.forEach((w, j) => {
+      const lp = scores[j].logprobs;
+      for (let k = w.length - w.scored; k < w.length; k++) nll -= lp[k];
+      scoredSoFar += w.scored;
+    });
+    onBatch?.(scoredSoFar);
+  }
+  return { nll, tokens: scoredSoFar };
+};
+
+/** Bits per UTF-8 byte: nats / ln 2 / bytes. */
+export const bitsPerByte = (nllNats: number, bytes: number): number => (bytes === 0 ? NaN : nllNats / Math.LN2 / bytes);
+
+/** A token-level result over some text. */
+export interface Result {
+  /** Scored tokens. */
+  readonly tokens: number;
+  /** UTF-8 bytes of the scored text. */
+  readonly bytes: number;
+  readonly nll: number;
+  /** Mean NLL per token (nats). */
+  readonly loss: number;
+  readonly ppl: number;
+  readonly bitsPerByte: number;
+}
+
+export const result = (s: Score.NllSum, bytes: number): Result => {
+  const { loss, ppl } = Score.summarize(s);
+  return { tokens: s.tokens, bytes, nll: s.nll, loss, ppl, bitsPerByte: bitsPerByte(s.nll, bytes) };
+};
+
+/**
+ * The patch (bag) loss of K-token patches over a stream, as the patch phase trains: disjoint
+ * windows of K·T tokens (T = `positions`, default the context length), each patch the plain mean
+ * of its K token embeddings (or another parameter-free strategy), the output at patch j scored
+ * against the K tokens of patch j+1. The tail that does not fill a window is left out. Its floor
+ * is ln K, not 0, so it is **not comparable** with token-level loss (method.md §2.3).
+ */
+export const patchLoss = (
+  params: Model.Params,
+  cfg: Config.ModelConfig,
+  tokens: ArrayLike<number>,
+  K: number,
+  options: { readonly positions?: number; readonly batchSize?: number; readonly strategy?: PatchStrategy.PatchStrategy } = {},
+): { readonly loss: number; readonly windows: number; readonly targets: number } => {
+  const T = options.positions ?? cfg.contextLength;
+  const strategy = options.strategy ?? PatchStrategy.mean;
+  if (strategy.parameters(cfg.dModel, K).length > 0) throw new Error(`Perplexity.patchLoss: strategy ${strategy.name} has parameters; use a parameter-free one`);
+  if (T < 2 || T > cfg.contextLength) throw new RangeError(`Perplexity.patchLoss: positions ${T} must lie in [2, contextLength=${cfg.contextLength}]`);
+  const L = K * T;
+  const n = Math.floor(tokens.length / L);
+  const batchSize = options.batchSize ?? 4;
+  let weighted = 0;
+  for (let i = 0; i < n; i += batchSize) {
+    const B = Math.min(batchSize, n - i);
+    const ids = Int32Array.from(Array.prototype.slice.call(tokens, i * L, (i + B) * L) as Array<number>);
+    const loss = tf.tidy(() => {
+      const x = tf.tensor2d(ids, [B, L], "int32");
+      const emb = Model.embed(params, cfg, x); // (B,K·T,C)
+      const patches = strategy.aggregate(tf.reshape(emb, [B, T, K, cfg.dModel]), {}); // (B,T,C) <- (B,T,K,C)
+      const h = Model.hidden(params, cfg, patches);
+      const z = Model.logits(params, cfg, tf.slice(h, [0, 0, 0], [B, T - 1, cfg.dModel])); // (B,T−1,V)
+      return Loss.bagCrossEntropy(z, Patches.nextPatchTargets(x, K));
+    });
+    weighted += loss.dataSync()[0] * B;
+    loss.dispose();
+  }
+  return { loss: n === 0 ? NaN : weighted / n, windows: n, targets: n * (T - 1) * K };
+};

@@ -1,0 +1,187 @@
+/**
+ * Export to a Hugging Face LLaMA directory, checked two ways: a byte-identical round trip, and an
+ * independent float64 implementation of `transformers`' LlamaForCausalLM forward
+ * (modeling_llama.py: LlamaRMSNorm, rotate_half RoPE with inv_freq = 1/θ^(2i/D), repeat_kv,
+ * softmax(QKᵀ/√D + causal mask), SwiGLU MLP) that reads only config.json and the raw bytes of
+ * model.safetensors, compared with our model's logits.
+ *
+ * `LlamaForCausalLM.from_pretrained` itself cannot run here (no PyPI); this is the substitute.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { Effect } from "effect";
+import type { Config } from "@patchlm/core";
+import { Model, Presets } from "@patchlm/model";
+import { expectClose, randomInts, runTest, runTestFailure, useBackend } from "@patchlm/testing";
+import { HuggingFace } from "../src";
+import { randomizeNorms, weightsOf } from "./helpers";
+
+type Weights = Record<string, { shape: Array<number>; data: Float64Array }>;
+
+/** Parse safetensors bytes by the spec: u64 LE header length, JSON header, F32 little-endian data. */
+const readSafetensors = (file: string): Weights => {
+  const buf = fs.readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString("utf8")) as Record<string, { dtype: string; shape: Array<number>; data_offsets: [number, number] }>;
+  const out: Weights = {};
+  for (const [name, e] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    expect(e.dtype).toBe("F32");
+    const [a, b] = e.data_offsets;
+    const data = new Float64Array((b - a) / 4);
+    for (let i = 0; i < data.length; i++) data[i] = buf.readFloatLE(8 + n + a + 4 * i);
+    out[name] = { shape: e.shape, data };
+  }
+  return out;
+};
+
+/** transformers' LlamaForCausalLM forward for one sequence, float64: logits (T·V). */
+const hfLogits = (dir: string, ids: ReadonlyArray<number>): Float64Array => {
+  const c = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
+  const w = readSafetensors(path.join(dir, "model.safetensors"));
+  const C: number = c.hidden_size;
+  const H: number = c.num_attention_heads;
+  const Hkv: number = c.num_key_value_heads;
+  const D: number = c.head_dim ?? C / H;
+  const F: number = c.intermediate_size;
+  const V: number = c.vocab_size;
+  const T = ids.length;
+  const W = (name: string) => w[name].data;
+  const linear = (x: Float64Array, wt: Float64Array, inDim: number, outDim: number) => {
+    const y = new Float64Array(T * outDim);
+    for (let t = 0; t < T; t++) for (let o = 0; o < outDim; o++) {
+      let s = 0;
+      for (let i = 0; i < inDim; i++) s += x[t * inDim + i] * wt[o * inDim + i];
+      y[t * outDim + o] = s;
+    }
+    return y;
+  };
+  const rms = (x: Float64Array, g: Float64Array) => {
+    const y = new Float64Array(T * C);
+    for (let t = 0; t < T; t++) {
+      let ss = 0;
+      for (let i = 0; i < C; i++) ss += x[t * C + i] ** 2;
+      const r = 1 / Math.sqrt(ss / C + c.rms_norm_eps);
+      for (let i = 0; i < C; i++) y[t * C + i] = g[i] * (x[t * C + i] * r);
+    }
+    return y;
+  };
+  // LlamaRotaryEmbedding: inv_freq[i] = 1 / θ^(2i/D); emb = cat(freqs, freqs)
+  const rope = (x: Float64Array, heads: number) => {
+    const y = new Float64Array(x.length);
+    for (let t = 0; t < T; t++) for (let h = 0; h < heads; h++) for (let d = 0; d < D; d++) {
+      const i = d % (D / 2);
+      const angle = t / Math.pow(c.rope_theta, (2 * i) / D);
+      const base = (t * heads + h) * D;
+      const rotated = d < D / 2 ? -x[base + d + D / 2] : x[base + d - D / 2]; // rotate_half
+      y[base + d] = x[base + d] * Math.cos(angle) + rotated * Math.sin(angle);
+    }
+    return y;
+  };
+  let x = new Float64Array(T * C);
+  ids.forEach((id, t) => x.set(W("model.embed_tokens.weight").subarray(id * C, (id + 1) * C), t * C));
+  for (let l = 0; l < c.num_hidden_layers; l++) {
+    const p = `model.layers.${l}`;
+    const hn = rms(x, W(`${p}.input_layernorm.weight`));
+    const q = rope(linear(hn, W(`${p}.self_attn.q_proj.weight`), C, H * D), H);
+    const k = rope(linear(hn, W(`${p}.self_attn.k_proj.weight`), C, Hkv * D), Hkv);
+    const v = linear(hn, W(`${p}.self_attn.v_proj.weight`), C, Hkv * D);
+    const att = new Float64Array(T * H * D);
+    for (let h = 0; h < H; h++) {
+      const g = Math.floor(h / (H / Hkv)); // repeat_kv
+      for (let t = 0; t < T; t++) {
+        const scores: Array<number> = [];
+        for (let s = 0; s <= t; s++) {
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += q[(t * H + h) * D + d] * k[(s * Hkv + g) * D + d];
+          scores.push(dot / Math.sqrt(D));
+        }
+        const m = Math.max(...scores);
+        const e = scores.map((s) => Math.exp(s - m));
+        const z = e.reduce((a, b) => a + b, 0);
+        for (let d = 0; d < D; d++) {
+          let acc = 0;
+          for (let s = 0; s <= t; s++) acc += (e[s] / z) * v[(s * Hkv + g) * D + d];
+          att[(t * H + h) * D + d] = acc;
+        }
+      }
+    }
+    const o = linear(att, W(`${p}.self_attn.o_proj.weight`), H * D, C);
+    x = x.map((a, i) => a + o[i]);
+    const hn2 = rms(x, W(`${p}.post_attention_layernorm.weight`));
+    const gate = linear(hn2, W(`${p}.mlp.gate_proj.weight`), C, F);
+    const up = linear(hn2, W(`${p}.mlp.up_proj.weight`), C, F);
+    const act = gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]);
+    const down = linear(act, W(`${p}.mlp.down_proj.weight`), F, C);
+    x = x.map((a, i) => a + down[i]);
+  }
+  const head = c.tie_word_embeddings ? W("model.embed_tokens.weight") : W("lm_head.weight");
+  return linear(rms(x, W("model.norm.weight")), head, C, V);
+};
+
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-hf-"));
+
+const cases: ReadonlyArray<[string, Config.ModelConfig]> = [
+  ["GQA, untied", { ...Presets.tiny, vocabSize: 40, dModel: 16, nHeads: 4, nKvHeads: 2, nLayers: 2, ffnHidden: 24, contextLength: 16, initStd: 0.3 }],
+  ["tied embeddings, RoPE base 500", { ...Presets.tiny, vocabSize: 40, dModel: 16, nHeads: 2, nLayers: 1, ffnHidden: 24, contextLength: 16, initStd: 0.3, tieEmbeddings: true, ropeBase: 500 }],
+];
+
+describe("HuggingFace", () => {
+  beforeAll(() => useBackend("cpu"));
+
+  it.each(cases)("exported files give our logits under an independent float64 HF forward (%s)", async (_name, cfg) => {
+    const params = Model.init(cfg, 21);
+    randomizeNorms(params, 5);
+    const dir = tmp();
+    await runTest(HuggingFace.exportTo({ cfg, tensors: weightsOf(params), special: { bos: 37, eos: 38, pad: 39 }, source: "test" }, dir));
+    const ids = Array.from(randomInts(11, cfg.vocabSize, 3));
+    const ours = tf.tidy(() => Model.forward(params, cfg, tf.tensor2d(ids, [1, ids.length], "int32")).dataSync());
+    const report = expectClose(ours, hfLogits(dir, ids), { atol: 2e-4, label: "logits" });
+    expect(report.maxAbsDiff).toBeLessThan(2e-4);
+    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
+    expect(config).toMatchObject({ architectures: ["LlamaForCausalLM"], model_type: "llama", hidden_act: "silu", bos_token_id: 37, eos_token_id: 38, pad_token_id: 39, torch_dtype: "float32" });
+    expect(Object.keys(readSafetensors(path.join(dir, "model.safetensors"))).includes("lm_head.weight")).toBe(!cfg.tieEmbeddings);
+    Model.dispose(params);
+  });
+
+  it("export → read → export is byte-identical, tokenizer files included", async () => {
+    const cfg = cases[0][1];
+    const params = Model.init(cfg, 22);
+    const tokDir = tmp();
+    fs.writeFileSync(path.join(tokDir, "tokenizer.json"), '{"version":"1.0","model":{"type":"BPE"}}\n');
+    fs.writeFileSync(path.join(tokDir, "tokenizer_config.json"), '{"eos_token":"<|eos|>"}\n');
+    const a = tmp();
+    const b = tmp();
+    // A patch-phase checkpoint's strategy parameters are left out.
+    const tensors = { ...weightsOf(params), "patch.weighted-mean.logits": weightsOf(params)["model.norm.weight"] };
+    await runTest(HuggingFace.exportTo({ cfg, tensors, special: { bos: 1, eos: 2, pad: 3 }, tokenizerDir: tokDir, source: "test" }, a));
+    const back = await runTest(HuggingFace.read(a));
+    expect(back.cfg).toEqual(cfg);
+    expect(back.special).toEqual({ bos: 1, eos: 2, pad: 3 });
+    await runTest(HuggingFace.exportTo({ cfg: back.cfg, tensors: back.tensors, special: back.special, tokenizerDir: a, source: a }, b));
+    const files = fs.readdirSync(a).sort();
+    expect(files).toEqual(["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]);
+    for (const f of files) expect(Buffer.compare(fs.readFileSync(path.join(a, f)), fs.readFileSync(path.join(b, f)))).toBe(0);
+    Model.dispose(params);
+  });
+
+  it("refuses configs and tensors the model cannot run, naming what differs", async () => {
+    const cfg = cases[0][1];
+    const dir = tmp();
+    const params = Model.init(cfg, 23);
+    await runTest(HuggingFace.exportTo({ cfg, tensors: weightsOf(params), special: undefined, source: "test" }, dir));
+    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
+    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ ...config, hidden_act: "gelu", rope_scaling: { type: "linear", factor: 2 } }));
+    const e = await runTestFailure(HuggingFace.read(dir));
+    expect(e).toMatchObject({ _tag: "EvalInputError", reason: "Unsupported" });
+    expect(e.message).toMatch(/hidden_act.*rope_scaling/s);
+    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ ...config, intermediate_size: 32 }));
+    const shapes = await runTestFailure(HuggingFace.read(dir));
+    expect(shapes.message).toMatch(/gate_proj.weight: shape \[24,16\], expected \[32,16\]/);
+    const missing = await runTestFailure(Effect.suspend(() => HuggingFace.read(path.join(dir, "nope"))));
+    expect(missing).toMatchObject({ reason: "NotFound" });
+    Model.dispose(params);
+  });
+});
