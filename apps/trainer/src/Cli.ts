@@ -1,0 +1,115 @@
+/**
+ * The trainer's commands and flags. Parsing only: each command hands a plain options object to
+ * its handler in Handlers.ts.
+ */
+import { Args, Command, Options } from "@effect/cli";
+import { Option } from "effect";
+import * as Handlers from "./Handlers";
+
+const backend = Options.choice("backend", ["auto", "tensorflow", "native", "wasm", "cpu"]).pipe(
+  Options.withDescription("compute backend (default: PATCHLM_BACKEND, then the best available)"),
+  Options.optional,
+);
+
+// --- prepare ---------------------------------------------------------------------------------
+
+const prepare = Command.make(
+  "prepare",
+  {
+    corpus: Options.text("corpus").pipe(
+      Options.withDescription('"embedded" (Gutenberg books + State of the Union addresses), a .txt file or folder, or a .jsonl file or folder'),
+      Options.withDefault("embedded"),
+    ),
+    field: Options.text("jsonl-field").pipe(Options.withDescription("JSONL field holding the text"), Options.withDefault("text")),
+    latin1: Options.boolean("latin1").pipe(Options.withDescription("decode text files as Latin-1 instead of strict UTF-8")),
+    out: Options.directory("out").pipe(Options.withDescription("output directory for shards and tokenizer"), Options.withDefault("data/embedded")),
+    tokenizer: Options.text("tokenizer").pipe(
+      Options.withDescription("bpe:<vocab size> (trained on the corpus), bytes, gpt2, cl100k, or file:<tokenizer.json>"),
+      Options.withDefault("bpe:4096"),
+    ),
+    validationFraction: Options.float("val-fraction").pipe(Options.withDescription("share of documents held out"), Options.withDefault(0.01)),
+    seed: Options.integer("seed").pipe(Options.withDescription("seed of the document split"), Options.withDefault(0)),
+  },
+  (o) => Handlers.prepare(o),
+).pipe(Command.withDescription("Tokenize a corpus once into binary shards (cached: re-running with the same inputs does nothing)."));
+
+// --- train -----------------------------------------------------------------------------------
+
+const trainOptions = {
+  config: Options.file("config").pipe(Options.withDescription("JSON or YAML run config; flags override it"), Options.optional),
+  name: Options.text("name").pipe(Options.withDescription("run name (directory under --runs-dir)"), Options.optional),
+  runsDir: Options.text("runs-dir").pipe(Options.optional),
+  data: Options.text("data").pipe(Options.withDescription("prepared data directory"), Options.optional),
+  preset: Options.text("preset").pipe(Options.withDescription("model preset: tiny, reference, small, 370M, 780M, 1.3B, 2.7B"), Options.optional),
+  patchSize: Options.integer("patch-size").pipe(Options.withDescription("K; 1 trains a token-only baseline"), Options.optional),
+  patchFraction: Options.float("patch-fraction").pipe(Options.withDescription("λ, the share of data read at patch level"), Options.optional),
+  strategy: Options.text("strategy").pipe(Options.withDescription("patch strategy (mean, weighted-mean, first, last, concat-linear)"), Options.optional),
+  switchPolicy: Options.choice("switch-policy", ["reset", "continue"]).pipe(Options.optional),
+  tokens: Options.integer("tokens").pipe(Options.withDescription("total token budget D"), Options.optional),
+  batchTokens: Options.integer("batch-tokens").pipe(Options.withDescription("tokens per optimizer step"), Options.optional),
+  seqLen: Options.integer("seq-len").pipe(Options.withDescription("positions T per sequence"), Options.optional),
+  microBatch: Options.integer("micro-batch").pipe(Options.withDescription("sequences per micro-batch"), Options.optional),
+  lr: Options.float("lr").pipe(Options.optional),
+  warmup: Options.integer("warmup").pipe(Options.withDescription("warmup steps (per phase under the reset policy)"), Options.optional),
+  seed: Options.integer("seed").pipe(Options.optional),
+  backend,
+  maxSteps: Options.integer("max-steps").pipe(Options.withDescription("stop (resumably) after this many steps"), Options.optional),
+  set: Options.keyValueMap("set").pipe(Options.withDescription("override any config key: --set optim.minLr=3e-5"), Options.optional),
+};
+
+const train = Command.make("train", trainOptions, (o) => Handlers.train(o)).pipe(
+  Command.withDescription("Train: the patch phase on the first λ of the data, then the token phase on the rest."),
+);
+
+const resume = Command.make(
+  "resume",
+  {
+    run: Args.text({ name: "run" }).pipe(Args.withDescription("run name or run directory")),
+    runsDir: Options.text("runs-dir").pipe(Options.withDefault("runs")),
+    backend,
+    maxSteps: Options.integer("max-steps").pipe(Options.optional),
+  },
+  (o) => Handlers.resume(o),
+).pipe(Command.withDescription("Continue a run from its latest checkpoint, exactly where it stopped."));
+
+const bench = Command.make(
+  "bench",
+  {
+    backend,
+    preset: Options.text("preset").pipe(Options.withDefault("reference")),
+    mode: Options.choice("mode", ["token", "patch", "both"]).pipe(Options.withDefault("both")),
+    patchSize: Options.integer("patch-size").pipe(Options.withDefault(4)),
+    batch: Options.integer("batch").pipe(Options.withDescription("sequences per step (B)"), Options.withDefault(8)),
+    seqLen: Options.integer("seq-len").pipe(Options.withDescription("tokens per sequence"), Options.withDefault(256)),
+    steps: Options.integer("steps").pipe(Options.withDescription("measured steps per mode"), Options.withDefault(5)),
+  },
+  (o) => Handlers.bench(o),
+).pipe(Command.withDescription("Measure training-step speed (tokens/s, GFLOP/s, MFU); prints JSON."));
+
+const inspect = Command.make(
+  "inspect",
+  {
+    run: Args.text({ name: "run" }).pipe(Args.withDescription("run name or run directory")),
+    runsDir: Options.text("runs-dir").pipe(Options.withDefault("runs")),
+  },
+  (o) => Handlers.inspect(o),
+).pipe(Command.withDescription("Show a run's config, progress and checkpoints."));
+
+const demo = Command.make(
+  "demo",
+  {
+    backend,
+    name: Options.text("name").pipe(Options.withDefault("demo")),
+    runsDir: Options.text("runs-dir").pipe(Options.withDefault("runs")),
+    fresh: Options.boolean("fresh").pipe(Options.withDescription("delete an existing demo run first")),
+  },
+  (o) => Handlers.demo(o),
+).pipe(Command.withDescription("The main job: prepare the embedded corpus, train K=4 λ=2/3, evaluate, plot."));
+
+export const command = Command.make("trainer").pipe(
+  Command.withDescription("patchlm trainer: patch-level then token-level training of LLaMA-style models."),
+  Command.withSubcommands([prepare, train, resume, bench, inspect, demo]),
+);
+
+export type TrainFlags = Command.Command.ParseConfig<typeof trainOptions>;
+export const optionalValue = <A>(o: Option.Option<A>): A | undefined => Option.getOrUndefined(o);

@@ -1,0 +1,283 @@
+/**
+ * What each trainer command does: compose the libs, provide their services, report.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { FileSystem } from "@effect/platform";
+import { NodeContext } from "@effect/platform-node";
+import { Console, Effect, Either, HashMap, Layer, Option } from "effect";
+import { ComputeBackend } from "@patchlm/backend";
+import { Checkpoint } from "@patchlm/checkpoint";
+import { ConfigError } from "@patchlm/core";
+import { Corpus, Prepare } from "@patchlm/data";
+import { LossCurve, MetricRecord, MetricsSink, Progress } from "@patchlm/metrics";
+import { Registry } from "@patchlm/patching";
+import { Bench, ConfigFile, RunConfig, RunFiles, Setup, Trainer } from "@patchlm/train";
+import * as Demo from "./Demo";
+import * as Tokenizers from "./Tokenizers";
+import { packageVersions } from "./Versions";
+
+const get = Option.getOrUndefined;
+
+// --- prepare ---------------------------------------------------------------------------------
+
+export interface PrepareOptions {
+  readonly corpus: string;
+  readonly field: string;
+  readonly latin1: boolean;
+  readonly out: string;
+  readonly tokenizer: string;
+  readonly validationFraction: number;
+  readonly seed: number;
+}
+
+export const sourceOf = (corpus: string, field: string, latin1: boolean): Corpus.Source => {
+  if (corpus === "embedded") return Corpus.embedded;
+  const isJsonl = corpus.endsWith(".jsonl") || (fs.existsSync(corpus) && fs.statSync(corpus).isDirectory() && hasJsonl(corpus));
+  return isJsonl ? Corpus.jsonl(corpus, field) : Corpus.text(corpus, { encoding: latin1 ? "latin1" : "utf8" });
+};
+
+const hasJsonl = (dir: string): boolean =>
+  fs.readdirSync(dir).some((f) => f.endsWith(".jsonl")) && !fs.readdirSync(dir).some((f) => f.endsWith(".txt"));
+
+export const prepare = Effect.fn("trainer.prepare")(function* (o: PrepareOptions) {
+  const choice = yield* Tokenizers.parse(o.tokenizer);
+  const source = sourceOf(o.corpus, o.field, o.latin1);
+  const split = { seed: o.seed, validationFraction: o.validationFraction };
+  yield* Tokenizers.ensure(o.out, choice, source, split);
+  const summary = yield* Prepare.prepare({ source, outDir: o.out, ...split }).pipe(Effect.provide(RunFiles.tokenizerLayer(o.out)));
+  const s = summary.splits;
+  yield* Effect.logInfo(
+    summary.skipped
+      ? `prepare: ${o.out} is up to date (${s.train.tokens.toLocaleString("en-US")} train tokens)`
+      : `prepare: ${o.out}: train ${s.train.documents} docs / ${s.train.tokens.toLocaleString("en-US")} tokens in ${s.train.shards} shard(s), ` +
+          `validation ${s.validation.documents} docs / ${s.validation.tokens.toLocaleString("en-US")} tokens, ${summary.dtype}, ${summary.seconds.toFixed(1)}s`,
+  );
+  return summary;
+});
+
+// --- train / resume --------------------------------------------------------------------------
+
+export interface TrainFlags {
+  readonly config: Option.Option<string>;
+  readonly name: Option.Option<string>;
+  readonly runsDir: Option.Option<string>;
+  readonly data: Option.Option<string>;
+  readonly preset: Option.Option<string>;
+  readonly patchSize: Option.Option<number>;
+  readonly patchFraction: Option.Option<number>;
+  readonly strategy: Option.Option<string>;
+  readonly switchPolicy: Option.Option<"reset" | "continue">;
+  readonly tokens: Option.Option<number>;
+  readonly batchTokens: Option.Option<number>;
+  readonly seqLen: Option.Option<number>;
+  readonly microBatch: Option.Option<number>;
+  readonly lr: Option.Option<number>;
+  readonly warmup: Option.Option<number>;
+  readonly seed: Option.Option<number>;
+  readonly backend: Option.Option<RunConfig.RunConfig["backend"]>;
+  readonly maxSteps: Option.Option<number>;
+  readonly set: Option.Option<HashMap.HashMap<string, string>>;
+}
+
+const defined = (o: Record<string, unknown>): Record<string, unknown> | undefined => {
+  const entries = Object.entries(o).filter(([, v]) => v !== undefined);
+  return entries.length === 0 ? undefined : Object.fromEntries(entries);
+};
+
+/** The dedicated flags as a config overlay (only those given). */
+export const flagOverrides = (f: TrainFlags): Record<string, unknown> => {
+  const out: Record<string, unknown> = {};
+  const top = defined({ name: get(f.name), runsDir: get(f.runsDir), data: get(f.data), seed: get(f.seed), backend: get(f.backend) });
+  Object.assign(out, top ?? {});
+  const model = defined({ preset: get(f.preset) });
+  const patch = defined({ patchSize: get(f.patchSize), patchFraction: get(f.patchFraction), strategy: get(f.strategy), switchPolicy: get(f.switchPolicy) });
+  const batch = defined({ tokens: get(f.tokens), batchTokens: get(f.batchTokens), seqLen: get(f.seqLen), microBatch: get(f.microBatch) });
+  const optim = defined({ lr: get(f.lr), warmupSteps: get(f.warmup) });
+  if (model) out.model = model;
+  if (patch) out.patch = patch;
+  if (batch) out.batch = batch;
+  if (optim) out.optim = optim;
+  return out;
+};
+
+export const resolveConfig = Effect.fn("trainer.resolveConfig")(function* (f: TrainFlags, base?: unknown) {
+  const pairs = Option.match(f.set, { onNone: () => [], onSome: (m) => [...HashMap.toEntries(m)].map(([k, v]) => `${k}=${v}`) });
+  const sets = yield* ConfigFile.parseOverrides(pairs);
+  return yield* ConfigFile.resolve({ base, file: get(f.config), overrides: ConfigFile.merge(flagOverrides(f), sets) });
+});
+
+/** Run (or resume) training with the run's sinks, progress bar and backend; then plot. */
+export const runTraining = Effect.fn("trainer.runTraining")(function* (
+  config: RunConfig.RunConfig,
+  opts: { readonly resume: boolean; readonly maxSteps?: number; readonly backend?: RunConfig.RunConfig["backend"] },
+) {
+  const backend = yield* ComputeBackend.make({ backend: opts.backend ?? config.backend });
+  const runDir = path.resolve(config.runsDir, config.name);
+  const plan = yield* Setup.phasePlan(config);
+  if (!opts.resume && !fs.existsSync(path.join(runDir, Checkpoint.LATEST_FILE))) {
+    fs.mkdirSync(runDir, { recursive: true });
+    yield* RunFiles.copyTokenizer(config.data, runDir);
+  }
+  const peakFlops = backend.peakGflops === undefined ? undefined : backend.peakGflops * 1e9;
+  const startStep = opts.resume ? ((yield* Checkpoint.load(runDir).pipe(Effect.map((l) => l.manifest.step))) ?? 0) : 0;
+  const services = Layer.mergeAll(
+    RunFiles.tokenizerLayer(config.data),
+    MetricsSink.layer({ runDir, logLines: { totalSteps: plan.totalSteps, peakFlopsPerSecond: peakFlops } }),
+    Progress.layer({ totalSteps: plan.totalSteps, startStep }),
+    Registry.layer,
+  );
+  const summary = yield* Trainer.run({
+    config,
+    resume: opts.resume,
+    backend: { name: backend.name, peakFlops },
+    packageVersions: packageVersions(),
+    maxSteps: opts.maxSteps,
+  }).pipe(Effect.provide(services));
+  yield* finishRun(runDir, config, summary);
+  return summary;
+});
+
+/** After a run (or a part of one): the loss figure and a summary file. */
+const finishRun = Effect.fn("trainer.finishRun")(function* (runDir: string, config: RunConfig.RunConfig, summary: Trainer.Summary) {
+  const records = yield* MetricRecord.readJsonl(path.join(runDir, "metrics.jsonl"));
+  if (records.length > 0) {
+    yield* LossCurve.write(path.join(runDir, "loss.png"), records, { title: config.name, patchSize: config.patch.patchSize });
+  }
+  const { losses: _losses, ...rest } = summary;
+  const fsys = yield* FileSystem.FileSystem;
+  const file = path.join(runDir, "summary.json");
+  yield* fsys.writeFileString(`${file}.tmp`, JSON.stringify({ ...rest, config }, null, 2) + "\n").pipe(Effect.orDie);
+  yield* fsys.rename(`${file}.tmp`, file).pipe(Effect.orDie);
+  if (summary.ended === "finished") {
+    yield* Effect.logInfo(
+      `finished ${summary.totalSteps} steps` +
+        (summary.validation ? `: validation loss ${summary.validation.loss.toFixed(4)}, perplexity ${summary.validation.ppl.toFixed(2)}` : "") +
+        `; plot ${path.join(runDir, "loss.png")}`,
+    );
+  }
+});
+
+export const train = Effect.fn("trainer.train")(function* (f: TrainFlags) {
+  const config = yield* resolveConfig(f);
+  return yield* runTraining(config, { resume: false, maxSteps: get(f.maxSteps) });
+});
+
+/** The run directory of a run name or path. */
+const runDirOf = (run: string, runsDir: string): string =>
+  fs.existsSync(path.join(run, RunConfigFile)) ? path.resolve(run) : path.resolve(runsDir, run);
+const RunConfigFile = Trainer.CONFIG_FILE;
+
+const readRunConfig = Effect.fn("trainer.readRunConfig")(function* (runDir: string) {
+  const file = path.join(runDir, RunConfigFile);
+  if (!fs.existsSync(file)) return yield* new ConfigError({ source: file, issues: ["not found: not a run directory (no config.json)"] });
+  return yield* ConfigFile.resolve({ file });
+});
+
+export interface ResumeOptions {
+  readonly run: string;
+  readonly runsDir: string;
+  readonly backend: Option.Option<RunConfig.RunConfig["backend"]>;
+  readonly maxSteps: Option.Option<number>;
+}
+
+export const resume = Effect.fn("trainer.resume")(function* (o: ResumeOptions) {
+  const config = yield* readRunConfig(runDirOf(o.run, o.runsDir));
+  return yield* runTraining(config, { resume: true, maxSteps: get(o.maxSteps), backend: get(o.backend) });
+});
+
+// --- bench -----------------------------------------------------------------------------------
+
+export interface BenchOptions {
+  readonly backend: Option.Option<RunConfig.RunConfig["backend"]>;
+  readonly preset: string;
+  readonly mode: "token" | "patch" | "both";
+  readonly patchSize: number;
+  readonly batch: number;
+  readonly seqLen: number;
+  readonly steps: number;
+}
+
+export const bench = Effect.fn("trainer.bench")(function* (o: BenchOptions) {
+  const backend = yield* ComputeBackend.make({ backend: get(o.backend) ?? "auto" });
+  const modes = o.mode === "both" ? (["token", "patch"] as const) : ([o.mode] as const);
+  const results = [];
+  for (const mode of modes) {
+    results.push(
+      yield* Bench.trainStep({
+        preset: o.preset,
+        K: mode === "patch" ? o.patchSize : 1,
+        batch: o.batch,
+        seqLen: o.seqLen,
+        steps: o.steps,
+        peakFlops: backend.peakGflops === undefined ? undefined : backend.peakGflops * 1e9,
+      }),
+    );
+  }
+  yield* Console.log(JSON.stringify({ backend: backend.name, threads: backend.threads, detail: backend.detail, env: Bench.environment(), results }, null, 2));
+});
+
+// --- inspect ---------------------------------------------------------------------------------
+
+export const inspect = Effect.fn("trainer.inspect")(function* (o: { readonly run: string; readonly runsDir: string }) {
+  const runDir = runDirOf(o.run, o.runsDir);
+  const config = yield* readRunConfig(runDir);
+  const plan = yield* Setup.phasePlan(config);
+  const checkpoints = yield* Checkpoint.list(runDir);
+  const metricsFile = path.join(runDir, "metrics.jsonl");
+  const records = fs.existsSync(metricsFile) ? yield* MetricRecord.readJsonl(metricsFile) : [];
+  const lastTrain = [...records].reverse().find((r) => r.values[MetricRecord.Keys.loss] !== undefined);
+  const lastEval = [...records].reverse().find((r) => r.values[MetricRecord.Keys.valLoss] !== undefined);
+  const latest = checkpoints.find((c) => c.isLatest);
+  yield* Console.log(
+    JSON.stringify(
+      {
+        runDir,
+        config,
+        plan: {
+          totalSteps: plan.totalSteps,
+          patchSteps: plan.patch.steps,
+          tokenSteps: plan.token.steps,
+          switchStep: plan.switchStep,
+          tokensPerStep: plan.tokensPerStep,
+          relativeCost: plan.relativeCost,
+        },
+        progress: {
+          step: latest?.step ?? 0,
+          done: (latest?.step ?? 0) >= plan.totalSteps,
+          lastTrain: lastTrain && { step: lastTrain.step, phase: lastTrain.phase, loss: lastTrain.values[MetricRecord.Keys.loss] },
+          lastEval: lastEval && { step: lastEval.step, valLoss: lastEval.values[MetricRecord.Keys.valLoss], valPpl: lastEval.values[MetricRecord.Keys.valPerplexity] },
+          elapsedSeconds: records.at(-1)?.elapsedSeconds,
+        },
+        checkpoints: checkpoints.map((c) => ({ name: c.name, step: c.step, latest: c.isLatest })),
+      },
+      null,
+      2,
+    ),
+  );
+});
+
+// --- demo ------------------------------------------------------------------------------------
+
+export const demo = Effect.fn("trainer.demo")(function* (o: {
+  readonly backend: Option.Option<RunConfig.RunConfig["backend"]>;
+  readonly name: string;
+  readonly runsDir: string;
+  readonly fresh: boolean;
+}) {
+  const started = performance.now();
+  yield* prepare({ ...Demo.prepareOptions });
+  const runDir = path.resolve(o.runsDir, o.name);
+  if (o.fresh) fs.rmSync(runDir, { recursive: true, force: true });
+  const config = yield* Either.match(RunConfig.decode("demo config", { ...Demo.config, name: o.name, runsDir: o.runsDir }), {
+    onLeft: (e) => Effect.fail(e),
+    onRight: (c) => Effect.succeed(c),
+  });
+  const exists = fs.existsSync(path.join(runDir, Checkpoint.LATEST_FILE));
+  const done = exists && (yield* Checkpoint.load(runDir)).manifest.step >= (yield* Setup.phasePlan(config)).totalSteps;
+  if (done) yield* Effect.logInfo(`demo: ${runDir} is complete; pass --fresh to train again`);
+  else yield* runTraining(config, { resume: exists, backend: get(o.backend) });
+  yield* Effect.logInfo(`demo: done in ${((performance.now() - started) / 1000).toFixed(1)}s; run directory ${runDir}`);
+});
+
+export const provideNode = <A, E, R>(e: Effect.Effect<A, E, R>) => Effect.provide(e, NodeContext.layer);
