@@ -11,14 +11,14 @@
  * `<name>:<line>#<record>` for JSONL, where `<name>` is the file's path relative to the source
  * root with `/` separators (a single-file source uses the file name).
  */
-import { Chunk, Effect, Ref, Schema, Stream } from "effect";
+import { TextFile } from "@patchlm/tokenization";
+import { Chunk, Effect, Either, Ref, Schema, Stream } from "effect";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { CorpusError } from "./Errors";
 import { describeFsError, isNotFound } from "./internal/files";
-import { decodeUtf8, hexAround } from "./internal/utf8";
 
 /** How the bytes of text files are decoded. Latin-1 is ISO-8859-1: byte b -> U+00b. */
 export const Encoding = Schema.Literal("utf8", "latin1");
@@ -255,39 +255,25 @@ export const contentHash = Effect.fn("Corpus.contentHash")(function* (inputs: Re
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-const notUtf8 = (file: string, bytes: Uint8Array, offset: number, base: number, line?: number) =>
-  new CorpusError({
-    path: file,
-    reason: "NotUtf8",
-    ...(line === undefined ? {} : { line }),
-    detail:
-      `invalid UTF-8 at byte offset ${base + offset} (bytes ${hexAround(bytes, offset)}); ` +
-      `if the file is Latin-1, read it with encoding "latin1"`,
-  });
+const hexAround = (bytes: Uint8Array, offset: number): string =>
+  Array.from(bytes.subarray(offset, offset + 4), (x) => x.toString(16).padStart(2, "0")).join(" ");
 
 /**
- * Read a whole text file as one string: strict UTF-8 (error naming the byte offset) or Latin-1,
- * a leading byte-order mark dropped, CRLF line ends normalised to LF.
+ * Read a whole text file as one string with the tokenization lib's strict rules: UTF-8 (an
+ * invalid byte fails, naming the byte offset) or Latin-1, a leading byte-order mark dropped,
+ * CRLF turned into LF.
  */
-export const readTextFile = (file: string, encoding: Encoding): Effect.Effect<string, CorpusError> =>
-  Effect.gen(function* () {
-    const bytes = yield* Effect.tryPromise({
-      try: () => fsp.readFile(file),
-      catch: (e) =>
-        isNotFound(e)
-          ? notFound(file, "a text file")
-          : new CorpusError({ path: file, reason: "Unreadable", detail: describeFsError(e) }),
-    });
-    let body: string;
-    if (encoding === "latin1") body = bytes.toString("latin1");
-    else {
-      const d = decodeUtf8(bytes);
-      if (!d.ok) return yield* notUtf8(file, bytes, d.offset, 0);
-      body = d.text;
-    }
-    if (body.charCodeAt(0) === 0xfeff) body = body.slice(1);
-    return body.includes("\r\n") ? body.replace(/\r\n/g, "\n") : body;
-  });
+const readText = (file: string, encoding: Encoding): Effect.Effect<string, CorpusError> =>
+  TextFile.readTextFile(file, { encoding, normalizeNewlines: true }).pipe(
+    Effect.mapError(
+      (e) =>
+        new CorpusError({
+          path: file,
+          reason: e.reason === "NotFound" || e.reason === "NotUtf8" ? e.reason : "Unreadable",
+          detail: e.reason === "NotFound" ? `no such file; expected a text file (${e.detail})` : e.detail,
+        }),
+    ),
+  );
 
 interface RawLine {
   readonly line: number;
@@ -318,9 +304,18 @@ const isBlank = (bytes: Uint8Array): boolean => bytes.every((b) => b === 0x20 ||
 const jsonlText = (file: string, field: string, raw: RawLine): Effect.Effect<string | undefined, CorpusError> =>
   Effect.gen(function* () {
     if (isBlank(raw.bytes)) return undefined;
-    const d = decodeUtf8(raw.bytes);
-    if (!d.ok) return yield* notUtf8(file, raw.bytes, d.offset, raw.offset, raw.line);
-    const lineText = raw.line === 1 && d.text.charCodeAt(0) === 0xfeff ? d.text.slice(1) : d.text;
+    // Strict UTF-8 per line (a byte-order mark on line 1 is dropped); errors give the file's byte offset.
+    const decoded = TextFile.decodeText(raw.bytes, file);
+    if (Either.isLeft(decoded)) {
+      const at = Math.max(0, TextFile.firstInvalidUtf8(raw.bytes));
+      return yield* new CorpusError({
+        path: file,
+        line: raw.line,
+        reason: "NotUtf8",
+        detail: `invalid UTF-8 at byte offset ${raw.offset + at} (bytes ${hexAround(raw.bytes, at)}); JSON Lines must be UTF-8`,
+      });
+    }
+    const lineText = decoded.right;
     const value = yield* Effect.try({
       try: () => JSON.parse(lineText) as unknown,
       catch: (e) =>
@@ -354,7 +349,7 @@ const recordsOf = (unit: string, body: string, recordWords: number): Chunk.Chunk
 
 const fileDocuments = (f: InputFile, recordWords: number): Stream.Stream<Document, CorpusError> => {
   if (f.format === "text") {
-    return Stream.fromEffect(readTextFile(f.path, f.encoding)).pipe(
+    return Stream.fromEffect(readText(f.path, f.encoding)).pipe(
       Stream.mapConcat((body) => recordsOf(f.name, body, recordWords)),
     );
   }

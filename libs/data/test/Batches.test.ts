@@ -1,12 +1,13 @@
 import { runTestFailure, runTestWith } from "@patchlm/testing";
-import { Chunk, Effect, Stream } from "effect";
+import { Tiktoken, Tokenizer } from "@patchlm/tokenization";
+import { Chunk, Effect, Layer, Logger, LogLevel, Stream } from "effect";
 import { Batches, Corpus, Prepare } from "../src";
-import { byteTokenizerLayer, makeByteTokenizer } from "./ByteTokenizer";
+import { bytes, layerOf, wideBytes } from "./tokenizers";
 import { type ExpectedSplit, expectedStreams, smallCorpus } from "./expected";
 import { tempDir, writeFiles } from "./fixtures";
 
-const tok = makeByteTokenizer();
-const run = runTestWith(byteTokenizerLayer());
+const tok = bytes;
+const run = runTestWith(layerOf());
 
 const corpus = writeFiles(tempDir("batches-corpus"), smallCorpus);
 const source = Corpus.text(corpus);
@@ -27,8 +28,8 @@ const take = (options: Batches.BatchOptionsInput, n?: number) =>
     ),
   );
 
-const failure = (options: Batches.BatchOptionsInput, vocab = 259) =>
-  runTestFailure(Effect.provide(Stream.runDrain(Stream.take(Batches.stream(options), 1)), byteTokenizerLayer(vocab))) as Promise<{
+const failure = (options: Batches.BatchOptionsInput, tokenizer = tok) =>
+  runTestFailure(Effect.provide(Stream.runDrain(Stream.take(Batches.stream(options), 1)), layerOf(tokenizer))) as Promise<{
     _tag: string;
     reason: string;
     path: string;
@@ -139,8 +140,8 @@ describe("Batches.stream", () => {
 
 describe("Batches errors", () => {
   it("refuses shards made by another tokenizer, naming both hashes", async () => {
-    const e = await failure({ dir, windowLength: 8, batchSize: 1 }, 300);
-    const other = makeByteTokenizer(300);
+    const other = wideBytes(300);
+    const e = await failure({ dir, windowLength: 8, batchSize: 1 }, other);
     expect([e._tag, e.reason]).toEqual(["ShardError", "TokenizerMismatch"]);
     expect(e.path).toMatch(/manifest\.json$/);
     expect(e.message).toContain(tok.hash);
@@ -175,7 +176,7 @@ describe("Batches errors", () => {
 
   it("rejects bad options before opening anything", async () => {
     const e = await runTestFailure(
-      Effect.provide(Stream.runDrain(Batches.stream({ dir, windowLength: 0, batchSize: 2.5 })), byteTokenizerLayer()),
+      Effect.provide(Stream.runDrain(Batches.stream({ dir, windowLength: 0, batchSize: 2.5 })), layerOf()),
     );
     expect((e as { _tag: string })._tag).toBe("ConfigError");
     expect(String((e as Error).message)).toMatch(/windowLength[\s\S]*batchSize|batchSize[\s\S]*windowLength/);
@@ -185,5 +186,34 @@ describe("Batches errors", () => {
     const layout = { startToken: 0, endToken: 100, windowLength: 10, windows: 10 };
     expect(Batches.cursorAfter(layout, 4, 0)).toEqual({ step: 0, epoch: 0, position: 0, windows: 10, windowLength: 10 });
     expect(Batches.cursorAfter(layout, 4, 3)).toEqual({ step: 3, epoch: 1, position: 2, windows: 10, windowLength: 10 });
+  });
+});
+
+describe("Batches.stream with a subword tokenizer (GPT-2)", () => {
+  it("windows read in order decode, document by document, to the corpus text", async () => {
+    const gpt2Layer = Layer.merge(Tiktoken.layerGpt2, Logger.minimumLogLevel(LogLevel.None));
+    const out = tempDir("gpt2-out");
+    const L = 50;
+    const { batches, gpt2 } = await runTestWith(gpt2Layer)(
+      Effect.gen(function* () {
+        yield* Prepare.prepare({ source, outDir: out, validationFraction: 0.2, seed: 3, shardTokens: 500 });
+        const all = yield* Stream.runCollect(Batches.stream({ dir: out, windowLength: L, batchSize: 3, order: "sequential", epochs: 1 }));
+        return { batches: Chunk.toReadonlyArray(all), gpt2: yield* Tokenizer.Tokenizer };
+      }),
+    );
+    expect(gpt2.vocabSize).toBeGreaterThan(50_000);
+    // The windows tile the split's stream; cut at EOS, each complete piece is one document.
+    const ids = batches.flatMap((b) => Array.from(b.tokens));
+    const pieces: Array<Array<number>> = [[]];
+    for (const id of ids) {
+      if (id === gpt2.special.eos) pieces.push([]);
+      else pieces[pieces.length - 1].push(id);
+    }
+    const complete = pieces.slice(0, -1);
+    expect(complete.length).toBeGreaterThan(3);
+    expect(complete.map((p) => gpt2.decode(p))).toEqual(expected.train.documents.slice(0, complete.length).map((d) => d.text));
+    // The words of the last, partial document begin its text.
+    const partial = gpt2.decode(pieces[pieces.length - 1].slice(0, -1));
+    expect(expected.train.documents[complete.length].text.startsWith(partial)).toBe(true);
   });
 });

@@ -4,15 +4,14 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Corpus, Prepare, Shards } from "../src";
-import { byteTokenizerLayer, makeByteTokenizer } from "./ByteTokenizer";
+import { bytes, layerOf, wideBytes } from "./tokenizers";
 import { expectedStreams, smallCorpus } from "./expected";
 import { tempDir, writeFiles } from "./fixtures";
 
-const tok = makeByteTokenizer();
-const run = runTestWith(byteTokenizerLayer());
+const tok = bytes;
+const run = runTestWith(layerOf());
 type Failure = { _tag: string; reason?: string; path?: string; message: string };
-const prepareFailure = (o: Prepare.PrepareOptionsInput, vocab = 259) =>
-  runTestFailure(Effect.provide(Prepare.prepare(o), byteTokenizerLayer(vocab))) as Promise<Failure>;
+const prepareFailure = (o: Prepare.PrepareOptionsInput) => runTestFailure(Effect.provide(Prepare.prepare(o), layerOf())) as Promise<Failure>;
 
 /** Every token of a split, read straight from the shard files the manifest lists. */
 const shardTokens = (dir: string, m: Shards.Manifest, split: "train" | "validation"): Array<number> => {
@@ -121,9 +120,9 @@ describe("Prepare.prepare", () => {
   });
 
   it("writes uint32 shards when the vocabulary does not fit 16 bits", async () => {
-    const big = makeByteTokenizer(70_000);
+    const big = wideBytes(70_000);
     const outDir = tempDir("uint32");
-    const summary = await runTestWith(byteTokenizerLayer(70_000))(Prepare.prepare({ ...options, outDir }));
+    const summary = await runTestWith(layerOf(wideBytes(70_000)))(Prepare.prepare({ ...options, outDir }));
     expect(summary.dtype).toBe("uint32");
     const m = readManifest(outDir);
     const got = shardTokens(outDir, m, "train");

@@ -3,12 +3,12 @@ import { Effect, Either } from "effect";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Corpus, Prepare, Shards } from "../src";
-import { byteTokenizerLayer, makeByteTokenizer } from "./ByteTokenizer";
+import { bytes, layerOf, wideBytes } from "./tokenizers";
 import { smallCorpus } from "./expected";
 import { tempDir, writeFiles } from "./fixtures";
 
-const tok = makeByteTokenizer();
-const run = runTestWith(byteTokenizerLayer());
+const tok = bytes;
+const run = runTestWith(layerOf());
 const source = Corpus.text(writeFiles(tempDir("shards-corpus"), smallCorpus));
 const good = tempDir("shards-good");
 
@@ -83,7 +83,7 @@ describe("Shards.open errors", () => {
   });
 
   it("a shard made by another tokenizer, naming both hashes", async () => {
-    const other = makeByteTokenizer(300).hash;
+    const other = wideBytes(300).hash;
     const [e, shard] = await damaged("foreign", (f) => patchBytes(f, 48, Buffer.from(other, "ascii")));
     expect([e.reason, e.path]).toEqual(["TokenizerMismatch", shard]);
     expect(e.message).toContain(other);
