@@ -13,8 +13,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { ComputeBackend } from "@patchlm/backend";
-import { NativeBackend } from "@patchlm/native";
-import { Effect, Logger, LogLevel } from "effect";
+import { Effect } from "effect";
+import { openblasReport, printReport } from "./bench-native-env";
 
 interface Shape {
   readonly name: string;
@@ -89,25 +89,12 @@ const main = Effect.gen(function* () {
       shapes: rows.map((r) => ({ ...r, gflops: Math.round(r.gflops * 10) / 10, msPerCall: Math.round(r.msPerCall * 1000) / 1000 })),
     });
   }
-  const native = NativeBackend.register();
   return {
     benchmark: "sgemm through tf.matMul",
     peakGflops: (yield* ComputeBackend.make({ backend: "cpu" })).peakGflops,
-    openblas: {
-      OPENBLAS_CORETYPE: process.env.OPENBLAS_CORETYPE ?? null,
-      OPENBLAS_L2_SIZE: process.env.OPENBLAS_L2_SIZE ?? null,
-      OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? null,
-      note: "as this process saw them; unset means unset in the command (env -u) or never set",
-      core: native._tag === "Registered" ? native.info.blasCore : null,
-    },
+    openblas: openblasReport(),
     results,
   };
 });
 
-Effect.runPromise(main.pipe(Logger.withMinimumLogLevel(LogLevel.None))).then(
-  (report) => console.log(JSON.stringify(report, null, 2)),
-  (e) => {
-    console.error(String(e));
-    process.exit(1);
-  },
-);
+printReport(main);

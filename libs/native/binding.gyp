@@ -2,7 +2,14 @@
   "targets": [
     {
       "target_name": "patchlm_native",
-      "sources": ["src/cc/addon.cc", "src/cc/gemm.cc", "src/cc/pool.cc"],
+      "sources": [
+        "src/cc/addon.cc",
+        "src/cc/copy.cc",
+        "src/cc/elementwise.cc",
+        "src/cc/gemm.cc",
+        "src/cc/pool.cc",
+        "src/cc/reduce.cc"
+      ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(node scripts/blas.cjs include_dirs)"
@@ -10,7 +17,7 @@
       "libraries": ["<!@(node scripts/blas.cjs libraries)"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
-      "cflags_cc": ["-std=gnu++20", "-O3", "-march=native", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+      "cflags_cc": ["-std=gnu++20", "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]
 }

@@ -85,3 +85,37 @@ export const batchOffsets = (operandBatch: ReadonlyArray<number>, outBatch: Read
   }
   return offsets;
 };
+
+/** One slice of `x` (begin, size), written by the backend's own copy routine. */
+export type Slicer = (args: Args, x: Info, begin: ReadonlyArray<number>, size: ReadonlyArray<number>) => Info;
+
+/** `SplitV` as consecutive slices along the axis. */
+export const splitV =
+  (slice: Slicer) =>
+  (args: Args): Array<Info> => {
+    const x = args.inputs.x;
+    const attrs = args.attrs as { numOrSizeSplits: number | Array<number>; axis: number };
+    const axis = tf.util.parseAxisParam(attrs.axis, x.shape)[0];
+    const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, attrs.numOrSizeSplits, axis);
+    let at = 0;
+    return sizes.map((s) => {
+      const begin = x.shape.map((_, d) => (d === axis ? at : 0));
+      at += s;
+      return slice(args, x, begin, x.shape.map((n, d) => (d === axis ? s : n)));
+    });
+  };
+
+/** `Unpack` as one slice per index along the axis, each viewed without that axis. */
+export const unpack =
+  (slice: Slicer) =>
+  (args: Args): Array<Info> => {
+    const value = args.inputs.value;
+    const rank = value.shape.length;
+    const axis = ((args.attrs as { axis: number }).axis + rank) % rank;
+    const outShape = value.shape.filter((_, d) => d !== axis);
+    const size = value.shape.map((n, d) => (d === axis ? 1 : n));
+    return Array.from({ length: value.shape[axis] }, (_, i) => {
+      const piece = slice(args, value, value.shape.map((_, d) => (d === axis ? i : 0)), size);
+      return { dataId: piece.dataId, dtype: piece.dtype, shape: outShape };
+    });
+  };

@@ -3,7 +3,10 @@ import { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu";
 import { availableParallelism } from "node:os";
 import { type Addon, loadAddon } from "./internal/addon";
 import * as Composite from "./Composite";
+import * as Copy from "./internal/copy";
+import { binaryKernel, binaryKernels, unaryKernel, unaryKernels } from "./internal/elementwise";
 import { batchMatMulKernel } from "./internal/matmul";
+import { reduceKernel, reduceKernels, softmaxKernel } from "./internal/reduce";
 
 /** The tfjs backend name this lib registers. */
 export const backendName = "native";
@@ -54,6 +57,20 @@ const nativeKernels = (addon: Addon): ReadonlyArray<tf.KernelConfig> =>
   [
     { kernelName: "BatchMatMul", kernelFunc: batchMatMulKernel(addon) },
     { kernelName: "_FusedMatMul", kernelFunc: Composite.fusedMatMul(backendName) },
+    ...binaryKernels.map(([kernelName, op]) => ({ kernelName, kernelFunc: binaryKernel(addon, kernelName, op) })),
+    ...unaryKernels.map(([kernelName, op]) => ({ kernelName, kernelFunc: unaryKernel(addon, kernelName, op) })),
+    ...reduceKernels.map(([kernelName, op]) => ({ kernelName, kernelFunc: reduceKernel(addon, kernelName, op) })),
+    { kernelName: "Softmax", kernelFunc: softmaxKernel(addon) },
+    { kernelName: "Transpose", kernelFunc: Copy.transposeKernel(addon) },
+    { kernelName: "Slice", kernelFunc: Copy.sliceKernel(addon) },
+    { kernelName: "SplitV", kernelFunc: Copy.splitVKernel(addon) },
+    { kernelName: "Unpack", kernelFunc: Copy.unpackKernel(addon) },
+    { kernelName: "Concat", kernelFunc: Copy.concatKernel(addon) },
+    { kernelName: "Pack", kernelFunc: Copy.packKernel(addon) },
+    { kernelName: "PadV2", kernelFunc: Copy.padKernel(addon) },
+    { kernelName: "GatherV2", kernelFunc: Copy.gatherKernel(addon) },
+    { kernelName: "ScatterNd", kernelFunc: Copy.scatterNdKernel(addon) },
+    { kernelName: "UnsortedSegmentSum", kernelFunc: Copy.unsortedSegmentSumKernel(addon) },
   ].map((k) => ({ ...k, backendName }));
 
 let registered: Info | undefined;

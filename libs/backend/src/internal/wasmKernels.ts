@@ -151,42 +151,6 @@ const makeSlice = (fallback: tf.KernelFunc): tf.KernelFunc => {
   return slice as tf.KernelFunc;
 };
 
-const makeUnpack = (slice: tf.KernelFunc): tf.KernelFunc => {
-  const unpack = (args: KernelArgs): Array<Info> => {
-    const value = args.inputs.value;
-    const rank = value.shape.length;
-    const axis = ((args.attrs as { axis: number }).axis + rank) % rank;
-    const outShape = value.shape.filter((_, i) => i !== axis);
-    const begin = new Array<number>(rank).fill(0);
-    const size = value.shape.slice();
-    size[axis] = 1;
-    return Array.from({ length: value.shape[axis] }, (_, i) => {
-      begin[axis] = i;
-      const piece = slice({ inputs: { x: value }, backend: args.backend, attrs: { begin, size } }) as Info;
-      return { dataId: piece.dataId, dtype: piece.dtype, shape: outShape };
-    });
-  };
-  return unpack as tf.KernelFunc;
-};
-
-const makeSplitV = (slice: tf.KernelFunc): tf.KernelFunc => {
-  const splitV = (args: KernelArgs): Array<Info> => {
-    const x = args.inputs.x;
-    const attrs = args.attrs as { numOrSizeSplits: number | Array<number>; axis: number };
-    const axis = tf.util.parseAxisParam(attrs.axis, x.shape)[0];
-    const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, attrs.numOrSizeSplits, axis);
-    const begin = new Array<number>(x.shape.length).fill(0);
-    return sizes.map((s) => {
-      const size = x.shape.slice();
-      size[axis] = s;
-      const piece = slice({ inputs: { x }, backend: args.backend, attrs: { begin: begin.slice(), size } }) as Info;
-      begin[axis] += s;
-      return piece;
-    });
-  };
-  return splitV as tf.KernelFunc;
-};
-
 /**
  * Scatter-add: out[segmentIds[r], ...] += x[r, ...]. Rows whose id is outside [0, numSegments)
  * are dropped, as in TensorFlow.
@@ -227,8 +191,10 @@ export const install = (): void => {
   replace({ ...original("_FusedMatMul"), kernelFunc: Composite.fusedMatMul("wasm") });
   const slice = makeSlice(original("Slice").kernelFunc);
   replace({ kernelName: "Slice", backendName: "wasm", kernelFunc: slice });
-  replace({ kernelName: "Unpack", backendName: "wasm", kernelFunc: makeUnpack(slice) });
-  replace({ kernelName: "SplitV", backendName: "wasm", kernelFunc: makeSplitV(slice) });
+  const slicer: Composite.Slicer = (args, x, begin, size) =>
+    slice({ inputs: { x }, backend: args.backend, attrs: { begin: [...begin], size: [...size] } }) as Info;
+  replace({ kernelName: "Unpack", backendName: "wasm", kernelFunc: Composite.unpack(slicer) as tf.KernelFunc });
+  replace({ kernelName: "SplitV", backendName: "wasm", kernelFunc: Composite.splitV(slicer) as tf.KernelFunc });
   replace({ kernelName: "UnsortedSegmentSum", backendName: "wasm", kernelFunc: unsortedSegmentSum as tf.KernelFunc });
   installed = true;
 };

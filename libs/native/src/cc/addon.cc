@@ -9,6 +9,7 @@
 
 #include "kernels.h"
 #include "pool.h"
+#include "strided.h"
 
 namespace patchlm {
 namespace {
@@ -18,6 +19,17 @@ const int32_t* i32(const Napi::Value& v) { return v.As<Napi::Int32Array>().Data(
 int64_t len(const Napi::Value& v) { return static_cast<int64_t>(v.As<Napi::TypedArray>().ElementLength()); }
 int64_t num(const Napi::Value& v) { return v.As<Napi::Number>().Int64Value(); }
 bool flag(const Napi::Value& v) { return v.As<Napi::Boolean>().Value(); }
+// Strides arrive as Int32Arrays of at most kMaxRank entries (the TypeScript side guarantees it).
+void widen(const Napi::Value& v, int64_t* out, int rank) {
+  const int32_t* in = i32(v);
+  for (int d = 0; d < rank; d++) out[d] = in[d];
+}
+
+// Any typed array's elements, for kernels that move 4-byte elements regardless of dtype.
+int32_t* raw32(const Napi::Value& v) {
+  auto t = v.As<Napi::TypedArray>();
+  return reinterpret_cast<int32_t*>(static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset());
+}
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -45,6 +57,62 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// binary(op, a, b, out, shape, aStrides, bStrides): Int32Arrays of the coalesced broadcast shape.
+Napi::Value Binary(const Napi::CallbackInfo& info) {
+  const int rank = static_cast<int>(len(info[4]));
+  int64_t aStrides[kMaxRank], bStrides[kMaxRank];
+  widen(info[5], aStrides, rank);
+  widen(info[6], bStrides, rank);
+  binary(static_cast<BinaryOp>(num(info[0])), f32(info[1]), f32(info[2]), f32(info[3]), rank, i32(info[4]), aStrides, bStrides);
+  return info.Env().Undefined();
+}
+
+// unary(op, x, out, alpha)
+Napi::Value Unary(const Napi::CallbackInfo& info) {
+  unary(static_cast<UnaryOp>(num(info[0])), f32(info[1]), f32(info[2]), len(info[2]),
+        static_cast<float>(info[3].As<Napi::Number>().DoubleValue()));
+  return info.Env().Undefined();
+}
+
+// reduce(op, x, out, outer, R, inner)
+Napi::Value Reduce(const Napi::CallbackInfo& info) {
+  reduce(static_cast<ReduceOp>(num(info[0])), f32(info[1]), f32(info[2]), num(info[3]), num(info[4]), num(info[5]));
+  return info.Env().Undefined();
+}
+
+// softmax(x, out, rows, cols)
+Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  softmax(f32(info[0]), f32(info[1]), num(info[2]), num(info[3]));
+  return info.Env().Undefined();
+}
+
+// stridedCopy(src, srcOffset, dst, dstOffset, shape, srcStrides, dstStrides): 4-byte elements.
+Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
+  const int rank = static_cast<int>(len(info[4]));
+  int64_t srcStrides[kMaxRank], dstStrides[kMaxRank];
+  widen(info[5], srcStrides, rank);
+  widen(info[6], dstStrides, rank);
+  stridedCopy(raw32(info[0]) + num(info[1]), raw32(info[2]) + num(info[3]), rank, i32(info[4]), srcStrides, dstStrides);
+  return info.Env().Undefined();
+}
+
+// gather(x, indices, out, outer, axisSize, inner) -> -1, or the position of an out-of-range index.
+Napi::Value Gather(const Napi::CallbackInfo& info) {
+  const int32_t* indices = i32(info[1]);
+  const int64_t n = len(info[1]);
+  const int64_t axisSize = num(info[4]);
+  for (int64_t i = 0; i < n; i++)
+    if (indices[i] < 0 || indices[i] >= axisSize) return Napi::Number::New(info.Env(), static_cast<double>(i));
+  gather(raw32(info[0]), indices, raw32(info[2]), num(info[3]), axisSize, num(info[5]), n);
+  return Napi::Number::New(info.Env(), -1);
+}
+
+// scatterAdd(updates, rowIds, out, rows, inner)
+Napi::Value ScatterAdd(const Napi::CallbackInfo& info) {
+  scatterAdd(f32(info[0]), i32(info[1]), f32(info[2]), num(info[3]), num(info[4]), len(info[1]));
+  return info.Env().Undefined();
+}
+
 }  // namespace
 }  // namespace patchlm
 
@@ -54,6 +122,13 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("binary", Napi::Function::New(env, Binary));
+  exports.Set("unary", Napi::Function::New(env, Unary));
+  exports.Set("reduce", Napi::Function::New(env, Reduce));
+  exports.Set("softmax", Napi::Function::New(env, Softmax));
+  exports.Set("stridedCopy", Napi::Function::New(env, StridedCopy));
+  exports.Set("gather", Napi::Function::New(env, Gather));
+  exports.Set("scatterAdd", Napi::Function::New(env, ScatterAdd));
   return exports;
 }
 

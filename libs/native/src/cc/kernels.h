@@ -8,4 +8,35 @@ namespace patchlm {
 void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
                  const int32_t* aOffsets, const int32_t* bOffsets, int64_t batch);
 
+// The numbering is shared with src/internal/ops.ts.
+enum class BinaryOp : int { Add = 0, Sub = 1, Mul = 2, Div = 3, Max = 4, Min = 5, SquaredDifference = 6 };
+enum class UnaryOp : int {
+  Exp = 0, Log = 1, Neg = 2, Sqrt = 3, Rsqrt = 4, Square = 5, Sigmoid = 6, Abs = 7, Relu = 8, Reciprocal = 9, Tanh = 10,
+  Scale = 11,
+};
+enum class ReduceOp : int { Sum = 0, Max = 1, Min = 2, Mean = 3 };
+
+// out = a op b over a coalesced broadcast shape (rank <= kMaxRank); strides in elements, 0 = broadcast.
+void binary(BinaryOp op, const float* a, const float* b, float* out, int rank, const int32_t* shape,
+            const int64_t* aStrides, const int64_t* bStrides);
+
+void unary(UnaryOp op, const float* x, float* out, int64_t n, float alpha);
+
+// x viewed as (outer, R, inner) -> out (outer, inner).
+void reduce(ReduceOp op, const float* x, float* out, int64_t outer, int64_t R, int64_t inner);
+
+// Softmax over the rows of x (rows, cols).
+void softmax(const float* x, float* out, int64_t rows, int64_t cols);
+
+// Copy a strided block of 4-byte elements: dst[dOff + Σ i·dStrides] = src[sOff + Σ i·sStrides].
+void stridedCopy(const int32_t* src, int32_t* dst, int rank, const int32_t* shape, const int64_t* srcStrides,
+                 const int64_t* dstStrides);
+
+// out (outer, n, inner) = x (outer, axisSize, inner) rows picked by indices (n).
+void gather(const int32_t* x, const int32_t* indices, int32_t* out, int64_t outer, int64_t axisSize, int64_t inner,
+            int64_t n);
+
+// out (rows, inner) += updates (n, inner) at rows[i]; rows outside [0, rows) are skipped.
+void scatterAdd(const float* updates, const int32_t* rowIds, float* out, int64_t rows, int64_t inner, int64_t n);
+
 }  // namespace patchlm

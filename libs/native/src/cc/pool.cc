@@ -19,7 +19,8 @@ Pool::~Pool() { stop(); }
 
 void Pool::start(int threads) {
   quit_.store(false);
-  for (int i = 1; i < std::max(threads, 1); i++) workers_.emplace_back([this, i] { workerLoop(i); });
+  threads = std::clamp(threads, 1, kMaxThreads);
+  for (int i = 1; i < threads; i++) workers_.emplace_back([this, i] { workerLoop(i); });
 }
 
 void Pool::stop() {
@@ -31,9 +32,14 @@ void Pool::stop() {
 }
 
 void Pool::resize(int threads) {
-  if (threads == size()) return;
+  if (std::clamp(threads, 1, kMaxThreads) == size()) return;
   stop();
   start(threads);
+}
+
+bool Pool::claim(int index, uint32_t generation) {
+  uint64_t posted = static_cast<uint64_t>(generation) << 1;
+  return parts_[index].state.compare_exchange_strong(posted, posted | 1, std::memory_order_acq_rel);
 }
 
 void Pool::workerLoop(int index) {
@@ -49,33 +55,47 @@ void Pool::workerLoop(int index) {
       now = generation_.load(std::memory_order_acquire);
     }
     if (now == seen) {
-      generation_.wait(seen, std::memory_order_acquire);
+      sleepers_.fetch_add(1);
+      generation_.wait(seen);
+      sleepers_.fetch_sub(1);
       continue;
     }
     seen = now;
     if (quit_.load()) return;
-    if (index < parts_) (*job_)(index, parts_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    // A successful claim pins the job: the caller waits for claimed parts before posting another.
+    if (claim(index, now)) {
+      (*job_)(index, jobParts_);
+      completed_.fetch_add(1, std::memory_order_acq_rel);
+    }
   }
 }
 
 void Pool::run(int parts, const std::function<void(int, int)>& fn) {
-  if (parts <= 1 || workers_.empty()) {
+  parts = std::min(parts, size());
+  if (parts <= 1) {
     fn(0, 1);
     return;
   }
+  const uint32_t generation = generation_.load() + 1;
   job_ = &fn;
-  parts_ = parts;
-  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_release);
-  generation_.notify_all();
+  jobParts_ = parts;
+  completed_.store(0, std::memory_order_relaxed);
+  for (int i = 1; i < parts; i++) parts_[i].state.store(static_cast<uint64_t>(generation) << 1, std::memory_order_relaxed);
+  generation_.store(generation);
+  if (sleepers_.load() > 0) generation_.notify_all();
   fn(0, parts);
-  while (pending_.load(std::memory_order_acquire) != 0) _mm_pause();
+  // Parts no worker has picked up yet run here.
+  for (int i = 1; i < parts; i++) {
+    if (claim(i, generation)) {
+      fn(i, parts);
+      completed_.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+  for (int spins = 0; completed_.load(std::memory_order_acquire) < parts - 1; spins++) {
+    if (spins < kSpinPauses) _mm_pause();
+    else sched_yield();
+  }
   job_ = nullptr;
-}
-
-void Pool::parallelParts(int64_t work, int64_t minWork, const std::function<void(int, int)>& fn) {
-  run(work < minWork ? 1 : size(), fn);
 }
 
 void Pool::parallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
@@ -83,6 +103,10 @@ void Pool::parallelFor(int64_t n, int64_t grain, const std::function<void(int64_
   grain = std::max<int64_t>(grain, 1);
   const int64_t chunks = (n + grain - 1) / grain;
   const int parts = static_cast<int>(std::min<int64_t>(chunks, size()));
+  if (parts <= 1) {
+    fn(0, n);
+    return;
+  }
   run(parts, [&](int part, int count) {
     const int64_t first = chunks * part / count;
     const int64_t last = chunks * (part + 1) / count;

@@ -1,8 +1,11 @@
-// A small fork-join pool for elementwise and reduction kernels. The calling (JS) thread is worker
-// 0 and always takes part, so a pool of size 1 has no threads at all. Workers spin briefly after
-// a job (kernels arrive back to back from JS, microseconds apart), then yield, then sleep on a
-// futex: on 2 cores shared with OpenBLAS's own threads, a worker that spins for long steals the
-// core a GEMM needs (stack.md: OMP_WAIT_POLICY).
+// A small fork-join pool for elementwise and reduction kernels. The calling (JS) thread always
+// takes part, so a pool of size 1 has no threads at all.
+//
+// Made for 2 cores shared with OpenBLAS's threads and, often, other processes (stack.md:
+// OMP_WAIT_POLICY): a job is split into one part per thread, and a part that no worker has
+// claimed by the time the caller finishes its own is run by the caller, so a descheduled worker
+// never stalls a kernel. Workers spin briefly after a job (kernels arrive back to back from JS,
+// microseconds apart), then yield, then sleep on a futex.
 #pragma once
 
 #include <atomic>
@@ -15,6 +18,8 @@ namespace patchlm {
 
 class Pool {
  public:
+  static constexpr int kMaxThreads = 64;
+
   explicit Pool(int threads);
   ~Pool();
   Pool(const Pool&) = delete;
@@ -24,23 +29,28 @@ class Pool {
   void resize(int threads);
 
   // Call fn(begin, end) on disjoint ranges covering [0, n); ranges are multiples of `grain`
-  // (except the last). Runs inline when n is small or the pool has one thread.
+  // (except the last). Runs inline when n <= grain or the pool has one thread.
   void parallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
-  // Call fn(part, parts) once per part, on `parts` = size() threads (or 1 when n < minWork).
-  void parallelParts(int64_t work, int64_t minWork, const std::function<void(int, int)>& fn);
-
  private:
+  struct alignas(64) Part {
+    // (generation << 1) | claimed: a part can only be claimed for the job it was posted with.
+    std::atomic<uint64_t> state{0};
+  };
+
   void start(int threads);
   void stop();
   void workerLoop(int index);
+  bool claim(int index, uint32_t generation);
   void run(int parts, const std::function<void(int, int)>& fn);
 
   std::vector<std::thread> workers_;
+  Part parts_[kMaxThreads];
   const std::function<void(int, int)>* job_ = nullptr;
-  int parts_ = 1;
+  int jobParts_ = 1;
   std::atomic<uint32_t> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<int> completed_{0};
+  std::atomic<int> sleepers_{0};
   std::atomic<bool> quit_{false};
 };
 

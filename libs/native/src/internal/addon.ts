@@ -19,7 +19,45 @@ export interface Addon {
     aOffsets: Int32Array,
     bOffsets: Int32Array,
   ): void;
+  /** out = a op b over a coalesced broadcast shape; strides in elements, 0 = broadcast. */
+  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, shape: Int32Array, aStrides: Int32Array, bStrides: Int32Array): void;
+  unary(op: number, x: Float32Array, out: Float32Array, alpha: number): void;
+  /** x viewed as (outer, R, inner) -> out (outer, inner). */
+  reduce(op: number, x: Float32Array, out: Float32Array, outer: number, R: number, inner: number): void;
+  softmax(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
+  /** Strided block copy of 4-byte elements (float32 or int32). */
+  stridedCopy(
+    src: Float32Array | Int32Array,
+    srcOffset: number,
+    dst: Float32Array | Int32Array,
+    dstOffset: number,
+    shape: Int32Array,
+    srcStrides: Int32Array,
+    dstStrides: Int32Array,
+  ): void;
+  /** out (outer, n, inner) <- rows of x (outer, axisSize, inner); -1, or the position of a bad index. */
+  gather(x: Float32Array | Int32Array, indices: Int32Array, out: Float32Array | Int32Array, outer: number, axisSize: number, inner: number): number;
+  /** out (rows, inner) += updates (n, inner) at rowIds; ids outside [0, rows) are skipped. */
+  scatterAdd(updates: Float32Array, rowIds: Int32Array, out: Float32Array, rows: number, inner: number): void;
 }
+
+/** Operation codes shared with src/cc/kernels.h. */
+export const BinaryOp = { Add: 0, Sub: 1, Mul: 2, Div: 3, Max: 4, Min: 5, SquaredDifference: 6 } as const;
+export const UnaryOp = {
+  Exp: 0,
+  Log: 1,
+  Neg: 2,
+  Sqrt: 3,
+  Rsqrt: 4,
+  Square: 5,
+  Sigmoid: 6,
+  Abs: 7,
+  Relu: 8,
+  Reciprocal: 9,
+  Tanh: 10,
+  Scale: 11,
+} as const;
+export const ReduceOp = { Sum: 0, Max: 1, Min: 2, Mean: 3 } as const;
 
 export type Loaded = { readonly _tag: "Loaded"; readonly addon: Addon } | { readonly _tag: "Missing"; readonly reason: string };
 

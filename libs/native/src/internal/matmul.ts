@@ -2,7 +2,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu";
 import { batchOffsets } from "../Composite";
 import type { Addon } from "./addon";
-import { cpuBackend, cpuKernel, f32, type Info, type KernelArgs, output } from "./kernelUtil";
+import { f32, type Info, nativeKernel, output } from "./kernelUtil";
 
 /** out = op(a)·op(b) over broadcast batch dims, on the operands' storage, with no copies. */
 export const matMul = (addon: Addon, backend: MathBackendCPU, a: Info, b: Info, transposeA: boolean, transposeB: boolean): Info => {
@@ -36,12 +36,10 @@ export const matMul = (addon: Addon, backend: MathBackendCPU, a: Info, b: Info, 
   return result;
 };
 
-export const batchMatMulKernel = (addon: Addon): tf.KernelFunc => {
-  const fallback = cpuKernel("BatchMatMul");
-  return ((args: KernelArgs) => {
+export const batchMatMulKernel = (addon: Addon): tf.KernelFunc =>
+  nativeKernel("BatchMatMul", (args, backend) => {
     const { a, b } = args.inputs;
     const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
-    if (a.dtype !== "float32" || b.dtype !== "float32") return fallback(args);
-    return matMul(addon, cpuBackend(args), a, b, transposeA, transposeB);
-  }) as tf.KernelFunc;
-};
+    if (a.dtype !== "float32" || b.dtype !== "float32") return undefined;
+    return matMul(addon, backend, a, b, transposeA, transposeB);
+  });
