@@ -6,12 +6,14 @@
  *   npx tsx tools/bench-tokenizer.ts [--vocab 4096,8192] [--also gpt2,cl100k,bytes] [--save DIR]
  *
  * Each tokenizer encodes the corpus twice: `coldSeconds` includes starting the workers (and
- * loading rank tables in them), `seconds`/`mbPerSec` are the second, warm pass. `bytes` counts
- * UTF-8 bytes after CRLF -> LF. Files that are not UTF-8 (two books are Latin-1) are read with the
- * explicit Latin-1 option and listed under `latin1Files`. OpenBLAS variables are not touched.
+ * loading rank tables in them), `seconds`/`mbPerSec` are the second, warm pass, and
+ * `mbPerCpuSec` its rate per CPU-second of all threads (for comparisons on a busy machine,
+ * with `loadAverage1m` saying how busy). `bytes` counts UTF-8 bytes after CRLF -> LF. Files that
+ * are not UTF-8 (two books are Latin-1) are read with the explicit Latin-1 option and listed
+ * under `latin1Files`. OpenBLAS variables are not touched.
  */
 import * as fs from "node:fs";
-import { availableParallelism } from "node:os";
+import { availableParallelism, loadavg } from "node:os";
 import * as path from "node:path";
 import { Effect } from "effect";
 import { Bpe, Bytes, TextFile, Tiktoken, type Tokenizer } from "@patchlm/tokenization";
@@ -63,8 +65,11 @@ const measure = (tok: Tokenizer.Service, texts: ReadonlyArray<string>, bytes: nu
     yield* tok.encodeBatch(texts);
     const coldSeconds = seconds(t);
     t = performance.now();
+    const cpu = process.cpuUsage();
     const ids = yield* tok.encodeBatch(texts);
     const warmSeconds = seconds(t);
+    const used = process.cpuUsage(cpu);
+    const cpuSeconds = (used.user + used.system) / 1e6;
     const tokens = ids.reduce((n, a) => n + a.length, 0);
     const roundTrip = texts.every((text, i) => tok.decode(ids[i]) === text);
     return {
@@ -74,6 +79,11 @@ const measure = (tok: Tokenizer.Service, texts: ReadonlyArray<string>, bytes: nu
       seconds: round(warmSeconds, 3),
       mbPerSec: round(bytes / 1e6 / warmSeconds, 2),
       coldSeconds: round(coldSeconds, 3),
+      // CPU time of all threads in the warm pass: the rate per core-second does not depend on
+      // what else runs on the machine, unlike the wall-clock figure.
+      cpuSeconds: round(cpuSeconds, 3),
+      mbPerCpuSec: round(bytes / 1e6 / cpuSeconds, 2),
+      loadAverage1m: round(loadavg()[0], 2),
       tokens,
       bytesPerToken: round(bytes / tokens, 3),
       cores: availableParallelism(),
