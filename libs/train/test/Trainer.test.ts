@@ -1,0 +1,135 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { NodeContext } from "@effect/platform-node";
+import { Effect, Fiber } from "effect";
+import { Checkpoint } from "@patchlm/checkpoint";
+import { MetricRecord } from "@patchlm/metrics";
+import { runTest, runTestFailure, useBackend } from "@patchlm/testing";
+import { config, prepareCorpus, tempRoot, train } from "./fixture";
+
+jest.setTimeout(120_000);
+
+let root: string;
+let data: string;
+
+beforeAll(async () => {
+  await useBackend("cpu");
+  root = tempRoot();
+  data = await prepareCorpus(root);
+});
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+const runsDir = (name: string) => path.join(root, name);
+
+describe("Trainer.run", () => {
+  let full: Awaited<ReturnType<typeof runTest<Effect.Effect.Success<ReturnType<typeof train>>, unknown>>>;
+
+  beforeAll(async () => {
+    full = await runTest(train(config(data, runsDir("full"))));
+  });
+
+  it("runs the patch phase, switches, runs the token phase, and learns", () => {
+    const { summary, records } = full;
+    expect(summary.ended).toBe("finished");
+    expect(summary.step).toBe(12);
+    expect(summary.losses.map((l) => l.phase)).toEqual([...Array(8).fill("patch"), ...Array(4).fill("token")]);
+    expect(summary.tokens).toBe(12 * 256);
+    const evals = records.filter((r) => r.values[MetricRecord.Keys.valLoss] !== undefined);
+    // every 4 steps, plus the end of each phase (step 8 coincides)
+    expect(evals.map((r) => r.step)).toEqual([4, 8, 12]);
+    // Token-level validation loss falls well below the uniform ln V.
+    expect(summary.validation!.loss).toBeLessThan(Math.log(259) - 1);
+    // Compute accounting: a patch step costs about 1/K of a token step.
+    const trains = records.filter((r) => r.values[MetricRecord.Keys.loss] !== undefined);
+    const patchFlops = trains.find((r) => r.phase === "patch")!.flops;
+    const tokenFlops = trains.find((r) => r.phase === "token")!.flops;
+    expect(tokenFlops / patchFlops).toBeGreaterThan(3);
+    expect(trains.at(-1)!.totalFlops).toBeCloseTo(summary.flops, 0);
+  });
+
+  it("keeps the last checkpoints and points latest at the final step", async () => {
+    const dir = path.join(runsDir("full"), "r");
+    const listed = await runTest(Checkpoint.list(dir).pipe(Effect.provide(NodeContext.layer)));
+    expect(listed.map((c) => c.step).sort((a, b) => a - b)).toEqual([9, 12]);
+    expect(listed.find((c) => c.isLatest)!.step).toBe(12);
+    expect(fs.existsSync(path.join(dir, "config.json"))).toBe(true);
+  });
+
+  it.each([
+    ["mid patch phase", 5],
+    ["exactly at the switch", 8],
+    ["mid token phase", 10],
+  ])("a run resumed %s repeats the uninterrupted loss curve step for step", async (_label, stopAt) => {
+    const c = config(data, runsDir(`split-${stopAt}`));
+    const first = await runTest(train(c, { maxSteps: stopAt }));
+    expect(first.summary.ended).toBe("maxSteps");
+    expect(first.summary.step).toBe(stopAt);
+    const second = await runTest(train(c, { resume: true }));
+    expect(second.summary.ended).toBe("finished");
+    const stitched = [...first.summary.losses, ...second.summary.losses];
+    expect(stitched.map((l) => l.step)).toEqual(full.summary.losses.map((l) => l.step));
+    // Bit-identical: same batches, same learning rates, same restored weights and moments.
+    expect(stitched.map((l) => l.loss)).toEqual(full.summary.losses.map((l) => l.loss));
+    expect(second.summary.validation!.loss).toBe(full.summary.validation!.loss);
+  });
+
+  it("refuses to start over an existing run, and to resume a run that has nothing", async () => {
+    const c = config(data, runsDir("full"));
+    const e = await runTestFailure(train(c));
+    expect(e).toMatchObject({ _tag: "TrainError", reason: "RunExists" });
+    const none = await runTestFailure(train(config(data, runsDir("empty")), { resume: true }));
+    expect(none).toMatchObject({ _tag: "TrainError", reason: "NothingToResume" });
+    const done = await runTestFailure(train(c, { resume: true }));
+    expect(done).toMatchObject({ _tag: "TrainError", reason: "Finished" });
+  });
+
+  it("a stop request checkpoints the last completed step", async () => {
+    const c = config(data, runsDir("stop"));
+    let polls = 0;
+    const r = await runTest(train(c, { stopRequested: () => ++polls > 4 }));
+    expect(r.summary.ended).toBe("stopped");
+    expect(r.summary.step).toBe(4);
+    const latest = await runTest(Checkpoint.load(path.join(runsDir("stop"), "r")).pipe(Effect.provide(NodeContext.layer)));
+    expect(latest.manifest.step).toBe(4);
+  });
+
+  it("an interrupted run writes a checkpoint of its last completed step", async () => {
+    const c = config(data, runsDir("interrupt"), { checkpointEvery: 0 });
+    const dir = path.join(runsDir("interrupt"), "r");
+    const program = Effect.gen(function* () {
+      const fiber = yield* Effect.fork(train(c));
+      // Wait until a few steps are done (metrics.jsonl is not used: the memory sink is).
+      while (!fs.existsSync(path.join(dir, "config.json"))) yield* Effect.sleep("20 millis");
+      yield* Effect.sleep("1500 millis");
+      yield* Fiber.interrupt(fiber);
+    });
+    await runTest(program);
+    const latest = await runTest(Checkpoint.load(dir).pipe(Effect.provide(NodeContext.layer)));
+    expect(latest.manifest.step).toBeGreaterThan(0);
+    expect(latest.manifest.step).toBeLessThan(12);
+    // And the run continues from there to the same final result.
+    const resumed = await runTest(train(c, { resume: true }));
+    expect(resumed.summary.validation!.loss).toBe(full.summary.validation!.loss);
+  });
+
+  it("stops on repeated non-finite losses without checkpointing non-finite weights", async () => {
+    // An absurd learning rate blows the weights up after the first update; the following losses
+    // are non-finite and skipped until maxBadSteps stops the run before the phase-end checkpoint.
+    const c = config(data, runsDir("nan"), { optim: { lr: 1e38, warmupSteps: 0, gradClip: 0 }, maxBadSteps: 2, checkpointEvery: 0 });
+    const e = await runTestFailure(train(c));
+    expect(e).toMatchObject({ _tag: "TrainError", reason: "NonFiniteLoss" });
+    const dir = path.join(runsDir("nan"), "r");
+    const listed = await runTest(Checkpoint.list(dir).pipe(Effect.provide(NodeContext.layer)));
+    for (const ck of listed) {
+      const loaded = await runTest(Checkpoint.load(ck.dir).pipe(Effect.provide(NodeContext.layer)));
+      for (const t of Object.values(loaded.tensors)) expect((t.data as Float32Array).every(Number.isFinite)).toBe(true);
+    }
+  });
+
+  it("leaves no tensors behind", async () => {
+    const before = tf.memory().numTensors;
+    await runTest(train(config(data, runsDir("leak")), { maxSteps: 3 }));
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
