@@ -1,5 +1,4 @@
 import * as tf from "@tensorflow/tfjs";
-import { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu";
 import { availableParallelism } from "node:os";
 import { type Addon, loadAddon } from "./internal/addon";
 import * as Composite from "./Composite";
@@ -7,6 +6,7 @@ import * as Copy from "./internal/copy";
 import { binaryKernel, binaryKernels, unaryKernel, unaryKernels } from "./internal/elementwise";
 import { batchMatMulKernel } from "./internal/matmul";
 import { reduceKernel, reduceKernels, softmaxKernel } from "./internal/reduce";
+import { NativeMathBackend } from "./internal/storage";
 
 /** The tfjs backend name this lib registers. */
 export const backendName = "native";
@@ -38,19 +38,6 @@ export interface Options {
    * core. The backend service passes the project setting (PATCHLM_THREADS) here.
    */
   readonly threads?: number;
-}
-
-/**
- * The cpu backend's storage and kernels under another name. Native kernels read and write the
- * same Float32Arrays, so tensors move between `cpu` and `native` kernels without copies.
- */
-class NativeMathBackend extends MathBackendCPU {
-  constructor() {
-    super();
-    // The cpu backend greets its first use in Node with advice to install tfjs-node; here it is
-    // not the pure-JS backend that runs.
-    (this as unknown as { firstUse: boolean }).firstUse = false;
-  }
 }
 
 const nativeKernels = (addon: Addon): ReadonlyArray<tf.KernelConfig> =>

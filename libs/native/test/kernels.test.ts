@@ -230,3 +230,32 @@ describeNative("native data movement kernels", () => {
     tf.dispose([x, table, ids]);
   });
 });
+
+describeNative("native output pool", () => {
+  it("recycles disposed outputs without ever changing an array a caller read", async () => {
+    await tf.setBackend("native");
+    const x = rand([64, 64], 50);
+    const first = tf.exp(x);
+    const read = first.dataSync();
+    const copy = Float32Array.from(read);
+    first.dispose();
+    // Same size: this output reuses the released array.
+    const second = tf.neg(x);
+    expect(Array.from(read)).toEqual(Array.from(copy));
+    expect(second.dataSync()[0]).toBe(-x.dataSync()[0]);
+    tf.dispose([x, second]);
+  });
+
+  it("zero-fills recycled arrays where a kernel accumulates (scatter-add)", async () => {
+    await tf.setBackend("native");
+    const updates = rand([1024, 2], 51);
+    const dirty = tf.fill([2048, 2], 7);
+    const junk = tf.add(dirty, 1);
+    junk.dispose();
+    const summed = tf.unsortedSegmentSum(updates, tf.fill([1024], 3, "int32"), 2048);
+    const values = summed.dataSync();
+    expect(values[0]).toBe(0);
+    expect(values[6]).toBeCloseTo(tf.sum(updates, 0).dataSync()[0], 4);
+    tf.dispose([updates, dirty, summed]);
+  });
+});

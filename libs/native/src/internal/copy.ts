@@ -3,11 +3,8 @@ import type { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu";
 import * as Composite from "../Composite";
 import type { Addon } from "./addon";
 import { coalesce } from "./elementwise";
-import { f32, i32, type Info, isWords, type KernelArgs, nativeKernel, output } from "./kernelUtil";
-
-type Words = Float32Array | Int32Array;
-
-const newWords = (dtype: tf.DataType, n: number): Words => (dtype === "float32" ? new Float32Array(n) : new Int32Array(n));
+import { allocate, allocateF32, f32, i32, type Info, isWords, type KernelArgs, nativeKernel, output } from "./kernelUtil";
+import type { Words } from "./storage";
 
 const contiguousStrides = (shape: ReadonlyArray<number>): Array<number> => [...tf.util.computeStrides(shape as Array<number>), 1].slice(-Math.max(shape.length, 1));
 
@@ -43,7 +40,7 @@ export const transposeKernel = (addon: Addon): tf.KernelFunc =>
     if (!movable(x)) return undefined;
     const outShape = perm.map((p) => x.shape[p]);
     const xStrides = contiguousStrides(x.shape);
-    const out = newWords(x.dtype, tf.util.sizeFromShape(outShape));
+    const out = allocate(backend, x.dtype, tf.util.sizeFromShape(outShape));
     copy(addon, words(backend, x), 0, perm.map((p) => xStrides[p]), out, 0, contiguousStrides(outShape), outShape);
     return output(backend, outShape, x.dtype, out);
   });
@@ -52,7 +49,7 @@ export const transposeKernel = (addon: Addon): tf.KernelFunc =>
 const sliceInfo = (addon: Addon, backend: MathBackendCPU, x: Info, begin: ReadonlyArray<number>, size: ReadonlyArray<number>): Info => {
   const xStrides = contiguousStrides(x.shape);
   const offset = begin.reduce((o, b, d) => o + b * xStrides[d], 0);
-  const out = newWords(x.dtype, tf.util.sizeFromShape(size as Array<number>));
+  const out = allocate(backend, x.dtype, tf.util.sizeFromShape(size as Array<number>));
   copy(addon, words(backend, x), offset, xStrides, out, 0, contiguousStrides(size), size);
   return output(backend, size, x.dtype, out);
 };
@@ -78,7 +75,7 @@ export const unpackKernel = (addon: Addon): tf.KernelFunc =>
 
 /** Write each input at its offset along `axis` of the output (Concat; Pack is a concat of expanded inputs). */
 const joinAlong = (addon: Addon, backend: MathBackendCPU, inputs: ReadonlyArray<Info>, shapes: ReadonlyArray<ReadonlyArray<number>>, axis: number, outShape: ReadonlyArray<number>, dtype: tf.DataType): Info => {
-  const out = newWords(dtype, tf.util.sizeFromShape(outShape as Array<number>));
+  const out = allocate(backend, dtype, tf.util.sizeFromShape(outShape as Array<number>));
   const outStrides = contiguousStrides(outShape);
   let at = 0;
   inputs.forEach((t, i) => {
@@ -122,8 +119,8 @@ export const padKernel = (addon: Addon): tf.KernelFunc =>
     if (!movable(x)) return undefined;
     const { paddings, constantValue } = args.attrs as { paddings: Array<[number, number]>; constantValue: number };
     const outShape = x.shape.map((s, d) => paddings[d][0] + s + paddings[d][1]);
-    const out = newWords(x.dtype, tf.util.sizeFromShape(outShape));
-    if (constantValue !== 0) out.fill(constantValue);
+    const out = allocate(backend, x.dtype, tf.util.sizeFromShape(outShape));
+    out.fill(constantValue);
     const outStrides = contiguousStrides(outShape);
     const offset = paddings.reduce((o, [before], d) => o + before * outStrides[d], 0);
     copy(addon, words(backend, x), 0, contiguousStrides(x.shape), out, offset, outStrides, x.shape);
@@ -139,7 +136,7 @@ export const gatherKernel = (addon: Addon): tf.KernelFunc =>
     const outer = tf.util.sizeFromShape(x.shape.slice(0, a));
     const inner = tf.util.sizeFromShape(x.shape.slice(a + 1));
     const outShape = [...x.shape.slice(0, a), ...indices.shape, ...x.shape.slice(a + 1)];
-    const out = newWords(x.dtype, tf.util.sizeFromShape(outShape));
+    const out = allocate(backend, x.dtype, tf.util.sizeFromShape(outShape));
     if (out.length > 0) {
       const ids = i32(backend, indices);
       const bad = addon.gather(words(backend, x), ids, out, outer, x.shape[a], inner);
@@ -175,7 +172,7 @@ export const scatterNdKernel = (addon: Addon): tf.KernelFunc =>
     const { shape } = args.attrs as { shape: Array<number> };
     if (updates.dtype !== "float32" || indices.dtype !== "int32") return undefined;
     const depth = indices.shape[indices.shape.length - 1];
-    const out = new Float32Array(tf.util.sizeFromShape(shape));
+    const out = allocateF32(backend, tf.util.sizeFromShape(shape), true);
     const n = tf.util.sizeFromShape(indices.shape) / depth;
     if (out.length > 0 && n > 0) {
       const rows = flatRows(i32(backend, indices), depth, shape);
@@ -192,7 +189,7 @@ export const unsortedSegmentSumKernel = (addon: Addon): tf.KernelFunc =>
     if (x.dtype !== "float32" || segmentIds.dtype !== "int32") return undefined;
     const innerShape = x.shape.slice(segmentIds.shape.length);
     const inner = tf.util.sizeFromShape(innerShape);
-    const out = new Float32Array(numSegments * inner);
+    const out = allocateF32(backend, numSegments * inner, true);
     if (out.length > 0 && tf.util.sizeFromShape(segmentIds.shape) > 0) {
       addon.scatterAdd(f32(backend, x), i32(backend, segmentIds), out, numSegments, inner);
     }

@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { type Addon, BinaryOp, UnaryOp } from "./addon";
-import { f32, nativeKernel, output } from "./kernelUtil";
+import { allocateF32, f32, nativeKernel, output } from "./kernelUtil";
 
 /** The broadcast of two shapes, coalesced: size-1 dims dropped, dims merged where both operands run contiguously. */
 export interface BroadcastPlan {
@@ -58,7 +58,7 @@ export const binaryKernel = (addon: Addon, kernelName: string, op: number): tf.K
     if (a.dtype !== "float32" || b.dtype !== "float32") return undefined;
     const plan = broadcastPlan(a.shape, b.shape);
     if (plan.shape.length > maxRank) return undefined;
-    const out = new Float32Array(tf.util.sizeFromShape(plan.outShape));
+    const out = allocateF32(backend, tf.util.sizeFromShape(plan.outShape));
     if (out.length > 0) addon.binary(op, f32(backend, a), f32(backend, b), out, plan.shape, plan.aStrides, plan.bStrides);
     return output(backend, plan.outShape, "float32", out);
   });
@@ -67,7 +67,7 @@ export const unaryKernel = (addon: Addon, kernelName: string, op: number): tf.Ke
   nativeKernel(kernelName, (args, backend) => {
     const { x } = args.inputs;
     if (x.dtype !== "float32") return undefined;
-    const out = new Float32Array(tf.util.sizeFromShape(x.shape));
+    const out = allocateF32(backend, tf.util.sizeFromShape(x.shape));
     if (out.length > 0) addon.unary(op, f32(backend, x), out, 0);
     return output(backend, x.shape, "float32", out);
   });

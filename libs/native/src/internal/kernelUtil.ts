@@ -1,5 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import type { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu";
+import { NativeMathBackend, type Words } from "./storage";
 
 // Kernels are only called with the inputs their op declares; optional ones (bias) may be absent.
 export type KernelArgs = Omit<Parameters<tf.KernelFunc>[0], "inputs"> & { inputs: Record<string, tf.TensorInfo> };
@@ -27,6 +28,19 @@ export const i32 = (backend: MathBackendCPU, t: Info): Int32Array => {
   const values = storage(backend, t);
   return values instanceof Int32Array ? values : Int32Array.from(values);
 };
+
+/**
+ * An output array of n elements: from the native backend's pool (arbitrary contents unless
+ * `zeroed`), or fresh where a native kernel runs on a plain cpu backend (the wasm fixes' tests).
+ */
+export const allocate = (backend: MathBackendCPU, dtype: tf.DataType, n: number, zeroed = false): Words => {
+  const type = dtype === "float32" ? "float32" : "int32";
+  if (backend instanceof NativeMathBackend) return backend.allocate(type, n, zeroed);
+  return type === "float32" ? new Float32Array(n) : new Int32Array(n);
+};
+
+export const allocateF32 = (backend: MathBackendCPU, n: number, zeroed = false): Float32Array =>
+  allocate(backend, "float32", n, zeroed) as Float32Array;
 
 /** Wrap freshly computed values as the kernel's output. */
 export const output = (backend: MathBackendCPU, shape: ReadonlyArray<number>, dtype: tf.DataType, values: tf.TypedArray): Info =>

@@ -2,7 +2,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu";
 import { batchOffsets } from "../Composite";
 import type { Addon } from "./addon";
-import { f32, type Info, nativeKernel, output } from "./kernelUtil";
+import { allocateF32, f32, type Info, nativeKernel, output } from "./kernelUtil";
 
 /** out = op(a)·op(b) over broadcast batch dims, on the operands' storage, with no copies. */
 export const matMul = (addon: Addon, backend: MathBackendCPU, a: Info, b: Info, transposeA: boolean, transposeB: boolean): Info => {
@@ -21,7 +21,7 @@ export const matMul = (addon: Addon, backend: MathBackendCPU, a: Info, b: Info, 
   const bBatch = b.shape.slice(0, -2);
   const outBatch = tf.broadcast_util.assertAndGetBroadcastShape(aBatch, bBatch);
   const batch = tf.util.sizeFromShape(outBatch);
-  const out = new Float32Array(batch * M * N);
+  const out = allocateF32(backend, batch * M * N);
   const result = output(backend, [...outBatch, M, N], "float32", out);
   if (out.length === 0) return result;
   const av = f32(backend, a);

@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { type Addon, ReduceOp } from "./addon";
-import { f32, nativeKernel, output } from "./kernelUtil";
+import { allocateF32, f32, nativeKernel, output } from "./kernelUtil";
 
 /**
  * Split a shape into alternating runs of kept and reduced dims (size-1 dims dropped), each run
@@ -33,7 +33,7 @@ export const reduceKernel = (addon: Addon, kernelName: string, op: number): tf.K
     let runs = reductionRuns(x.shape, axes);
     if (tf.util.sizeFromShape(x.shape) === 0) {
       // Empty input: what an empty reduction gives (0 for sums, NaN for means, ∓inf for max/min).
-      const out = new Float32Array(tf.util.sizeFromShape(outShape));
+      const out = allocateF32(backend, tf.util.sizeFromShape(outShape));
       if (out.length > 0) addon.reduce(op, values, out, out.length, 0, 1);
       return output(backend, outShape, "float32", out);
     }
@@ -43,7 +43,7 @@ export const reduceKernel = (addon: Addon, kernelName: string, op: number): tf.K
       const at = runs.map((r) => r.reduced).lastIndexOf(true);
       const outer = runs.slice(0, at).reduce((n, r) => n * r.size, 1);
       const inner = runs.slice(at + 1).reduce((n, r) => n * r.size, 1);
-      const out = new Float32Array(outer * inner);
+      const out = allocateF32(backend, outer * inner);
       addon.reduce(op, values, out, outer, runs[at].size, inner);
       values = out;
       runs = runs.filter((_, i) => i !== at);
@@ -65,7 +65,7 @@ export const softmaxKernel = (addon: Addon): tf.KernelFunc =>
     const rank = logits.shape.length;
     if (logits.dtype !== "float32" || rank === 0 || (dim !== -1 && dim !== rank - 1)) return undefined;
     const cols = logits.shape[rank - 1];
-    const out = new Float32Array(tf.util.sizeFromShape(logits.shape));
+    const out = allocateF32(backend, tf.util.sizeFromShape(logits.shape));
     if (out.length > 0) addon.softmax(f32(backend, logits), out, out.length / cols, cols);
     return output(backend, logits.shape, "float32", out);
   });
