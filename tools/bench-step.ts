@@ -7,10 +7,13 @@
  *                               [--steps N] [--warmup 2] [--batch 8] [--strategy mean]
  *
  * Defaults: 2 warm-up steps, then 5 measured steps (on cpu, where a reference step takes about a
- * minute, 1 warm-up and 1 measured). Each measured step ends with one host read of its loss so that its time is its own.
+ * minute, 1 warm-up and 1 measured); the modes alternate step by step. Besides wall-clock
+ * tokens/s it reports tokens per CPU-second of this process, which stays comparable when other
+ * jobs share the machine (the JSON records the load average). Each measured step ends with one host read of its loss so that its time is its own.
  * The backend comes from @patchlm/backend (with the wasm kernel fixes). For `native`, OpenBLAS
  * reads OPENBLAS_CORETYPE when it loads; the JSON records the variables as this process saw them.
  */
+import * as os from "node:os";
 import * as tf from "@tensorflow/tfjs";
 import { Effect, Either, Logger, LogLevel } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
@@ -53,13 +56,17 @@ interface Measured {
   readonly tokensPerSec: number;
   readonly stepsMeasured: number;
   readonly msPerStep: number;
+  /** Process CPU time per step (all threads): what the step costs, whatever else runs on the machine. */
+  readonly cpuMsPerStep: number;
+  readonly tokensPerCpuSec: number;
   readonly flopsPerToken: number;
   readonly gflops: number;
   readonly mfu: number | null;
   readonly losses: ReadonlyArray<number>;
 }
 
-const measure = (backend: ComputeBackend.Service, mode: string): Measured => {
+/** A model, optimizer and batch for one mode, and a function that runs and times one step. */
+const setUp = (mode: string) => {
   if (mode !== "token" && mode !== "patch") throw new Error(`--modes: expected token or patch, got ${mode}`);
   const K = mode === "patch" ? patchK : 1;
   const params = Model.init(cfg, 1);
@@ -68,44 +75,61 @@ const measure = (backend: ComputeBackend.Service, mode: string): Measured => {
   const optimizer = AdamW.make({ ...params, ...strategyParams }, [...ParameterTable.make(cfg), ...extraSpecs]);
   const step = Step.makeTrainStep({ cfg, K, strategy, params, strategyParams, optimizer });
   const ids = tf.tensor2d(randomInts(B * K * T, cfg.vocabSize, 7), [B, K * T], "int32");
-  const once = (): number => {
-    const r = step(ids, 3e-4);
-    const loss = r.loss.dataSync()[0]; // the one host read per step, so each step's time is its own
-    tf.dispose([r.loss, r.gradNorm]);
-    return loss;
-  };
   const losses: Array<number> = [];
-  for (let i = 0; i < warmup; i++) losses.push(once());
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) losses.push(once());
-  const seconds = (performance.now() - t0) / 1000 / steps;
-  tf.dispose(ids);
-  optimizer.dispose();
-  Model.dispose(strategyParams);
-  Model.dispose(params);
-  const tokensPerStep = B * K * T;
-  const flopsPerToken = ParameterTable.flopsPerToken(cfg, T, K);
-  const gflops = (flopsPerToken * tokensPerStep) / seconds / 1e9;
-  return {
-    backend: backend.name,
-    mode,
-    K,
-    B,
-    T,
-    tokensPerStep,
-    tokensPerSec: Math.round(tokensPerStep / seconds),
-    stepsMeasured: steps,
-    msPerStep: Math.round(seconds * 10000) / 10,
-    flopsPerToken,
-    gflops: Math.round(gflops * 100) / 100,
-    mfu: backend.peakGflops === undefined ? null : Math.round((gflops / backend.peakGflops) * 10000) / 10000,
-    losses: losses.map((l) => Math.round(l * 1e4) / 1e4),
+  let wallMs = 0;
+  let cpuMs = 0;
+  const once = (timed: boolean): void => {
+    const wall0 = performance.now();
+    const cpu0 = process.cpuUsage();
+    const r = step(ids, 3e-4);
+    losses.push(r.loss.dataSync()[0]); // the one host read per step, so each step's time is its own
+    tf.dispose([r.loss, r.gradNorm]);
+    if (!timed) return;
+    const cpu = process.cpuUsage(cpu0);
+    wallMs += performance.now() - wall0;
+    cpuMs += (cpu.user + cpu.system) / 1000;
   };
+  const dispose = () => {
+    tf.dispose(ids);
+    optimizer.dispose();
+    Model.dispose(strategyParams);
+    Model.dispose(params);
+  };
+  const report = (backend: ComputeBackend.Service): Measured => {
+    const seconds = wallMs / 1000 / steps;
+    const tokensPerStep = B * K * T;
+    const flopsPerToken = ParameterTable.flopsPerToken(cfg, T, K);
+    const gflops = (flopsPerToken * tokensPerStep) / seconds / 1e9;
+    return {
+      backend: backend.name,
+      mode,
+      K,
+      B,
+      T,
+      tokensPerStep,
+      tokensPerSec: Math.round(tokensPerStep / seconds),
+      stepsMeasured: steps,
+      msPerStep: Math.round(seconds * 10000) / 10,
+      cpuMsPerStep: Math.round((cpuMs / steps) * 10) / 10,
+      tokensPerCpuSec: Math.round((tokensPerStep * steps * 1000) / cpuMs),
+      flopsPerToken,
+      gflops: Math.round(gflops * 100) / 100,
+      mfu: backend.peakGflops === undefined ? null : Math.round((gflops / backend.peakGflops) * 10000) / 10000,
+      losses: losses.map((l) => Math.round(l * 1e4) / 1e4),
+    };
+  };
+  return { once, report, dispose };
 };
 
 const main = Effect.gen(function* () {
   const backend = yield* ComputeBackend.make({ backend: backendName as ComputeBackend.Choice });
-  const results = modes.map((mode) => measure(backend, mode));
+  const runs = modes.map(setUp);
+  for (const run of runs) for (let i = 0; i < warmup; i++) run.once(false);
+  // The modes take turns step by step, so a machine shared with other jobs slows them alike and
+  // the patch/token ratio stays meaningful.
+  for (let i = 0; i < steps; i++) for (const run of runs) run.once(true);
+  const results = runs.map((run) => run.report(backend));
+  runs.forEach((run) => run.dispose());
   const token = results.find((r) => r.mode === "token");
   const patch = results.find((r) => r.mode === "patch");
   return {
@@ -119,6 +143,8 @@ const main = Effect.gen(function* () {
     },
     results,
     patchOverToken: token && patch ? Math.round((patch.tokensPerSec / token.tokensPerSec) * 100) / 100 : null,
+    patchOverTokenCpu: token && patch ? Math.round((patch.tokensPerCpuSec / token.tokensPerCpuSec) * 100) / 100 : null,
+    loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100),
   };
 });
 
