@@ -1,1 +1,1 @@
-export {};
+export * as Handlers from "./Handlers";

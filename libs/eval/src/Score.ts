@@ -53,7 +53,7 @@ export const windowNll = (params: Model.Params, cfg: Config.ModelConfig, tokens:
 };
 
 /**
- * log p(targets[b,t] | inputs[b,..t]) and whether each target is the argmax ("greedy") of its
+ * log p(targets[b,t] | inputs[b,..t]) and whether each target is the argmax ("greedy", ties included) of its
  * distribution: (B,T) float32 and (B,T) bool <- inputs, targets (B,T) int32. The general form of
  * `nextTokenLogProbs`: a window of T inputs scores T targets, so a full context of T positions
  * predicts T tokens (lm-eval's `inp = (ctx + cont)[-(max_length+1):][:-1]`).
@@ -68,11 +68,15 @@ export const targetLogProbs = (
     const [B, T] = inputs.shape;
     const V = cfg.vocabSize;
     const z = tf.reshape(Model.forward(params, cfg, inputs), [B * T, V]); // (N,V)
-    const logp = tf.logSoftmax(z); // (N,V)
     const t = tf.reshape(targets, [B * T]); // (N)
     const flat = tf.add(tf.mul(tf.range(0, B * T, 1, "int32"), tf.scalar(V, "int32")), t);
-    const logprobs = tf.reshape(tf.gather(tf.reshape(logp, [B * T * V]), flat), [B, T]) as tf.Tensor2D;
-    const greedy = tf.reshape(tf.equal(tf.argMax(z, 1), t), [B, T]) as tf.Tensor2D;
+    const zt = tf.gather(tf.reshape(z, [B * T * V]), flat); // (N) target logits
+    // log p = z_t − logsumexp(z): one (N,V) exp pass instead of materialising log-softmax, and
+    // the row max it needs also answers "greedy" (z_t is the max; an exact tie counts).
+    const m = tf.max(z, 1); // (N)
+    const lse = tf.add(tf.log(tf.sum(tf.exp(tf.sub(z, tf.reshape(m, [B * T, 1]))), 1)), m); // (N)
+    const logprobs = tf.reshape(tf.sub(zt, lse), [B, T]) as tf.Tensor2D;
+    const greedy = tf.reshape(tf.greaterEqual(zt, m), [B, T]) as tf.Tensor2D;
     return { logprobs, greedy };
   });
 
