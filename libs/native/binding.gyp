@@ -6,6 +6,7 @@
         "src/cc/addon.cc",
         "src/cc/copy.cc",
         "src/cc/elementwise.cc",
+        "src/cc/fused.cc",
         "src/cc/gemm.cc",
         "src/cc/pool.cc",
         "src/cc/reduce.cc"

@@ -107,7 +107,7 @@ const probe = (name: BackendName, threads: number | undefined): Effect.Effect<Pr
             detail: [
               info.blas,
               `core ${info.blasCore} (OPENBLAS_CORETYPE=${info.coretype ?? "unset"})`,
-              `native kernels: ${info.kernels.join(", ")}`,
+              `${info.kernels.length} native kernels`,
               ...[NativeBackend.advice(info)].filter((a) => a !== undefined),
             ].join("; "),
           }),

@@ -84,7 +84,7 @@ describe("ComputeBackend", () => {
     if (nativeHere) {
       const s = await runTest(make({ backend: "native", threads: 1 }).effect);
       expect(s).toMatchObject({ name: "native", threads: 1 });
-      expect(s.detail).toContain("native kernels: BatchMatMul");
+      expect(s.detail).toMatch(/\d+ native kernels/);
     } else {
       const e = await runTestFailure(make({ backend: "native" }).effect);
       expect(e.message).toContain("apt-get install libopenblas-dev");

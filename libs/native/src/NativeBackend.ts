@@ -3,6 +3,7 @@ import { availableParallelism } from "node:os";
 import { type Addon, loadAddon } from "./internal/addon";
 import * as Composite from "./Composite";
 import * as Copy from "./internal/copy";
+import { fusedKernels } from "./internal/fused";
 import { binaryKernel, binaryKernels, unaryKernel, unaryKernels } from "./internal/elementwise";
 import { batchMatMulKernel } from "./internal/matmul";
 import { reduceKernel, reduceKernels, softmaxKernel } from "./internal/reduce";
@@ -58,6 +59,7 @@ const nativeKernels = (addon: Addon): ReadonlyArray<tf.KernelConfig> =>
     { kernelName: "GatherV2", kernelFunc: Copy.gatherKernel(addon) },
     { kernelName: "ScatterNd", kernelFunc: Copy.scatterNdKernel(addon) },
     { kernelName: "UnsortedSegmentSum", kernelFunc: Copy.unsortedSegmentSumKernel(addon) },
+    ...fusedKernels(addon),
   ].map((k) => ({ ...k, backendName }));
 
 let registered: Info | undefined;

@@ -1,2 +1,3 @@
 export * as NativeBackend from "./NativeBackend";
 export * as Composite from "./Composite";
+export * as Fused from "./Fused";

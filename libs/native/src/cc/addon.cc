@@ -113,6 +113,40 @@ Napi::Value ScatterAdd(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+float flt(const Napi::Value& v) { return static_cast<float>(v.As<Napi::Number>().DoubleValue()); }
+
+// adamw(p, m, v, g, pOut, mOut, vOut, [beta1, beta2, c1, c2, eps, invSqrtBc2, shrink, stepSize])
+Napi::Value AdamW(const Napi::CallbackInfo& info) {
+  const float* h = f32(info[7]);
+  const AdamWParams params{h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]};
+  adamw(f32(info[0]), f32(info[1]), f32(info[2]), f32(info[3]), f32(info[4]), f32(info[5]), f32(info[6]), len(info[0]), params);
+  return info.Env().Undefined();
+}
+
+// rmsNorm(x, gain, y, rows, cols, eps)
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  rmsNorm(f32(info[0]), f32(info[1]), f32(info[2]), num(info[3]), num(info[4]), flt(info[5]));
+  return info.Env().Undefined();
+}
+
+// rmsNormGrad(dy, x, gain, dx, dgain, rows, cols, eps)
+Napi::Value RmsNormGrad(const Napi::CallbackInfo& info) {
+  rmsNormGrad(f32(info[0]), f32(info[1]), f32(info[2]), f32(info[3]), f32(info[4]), num(info[5]), num(info[6]), flt(info[7]));
+  return info.Env().Undefined();
+}
+
+// swiglu(gate, up, y)
+Napi::Value Swiglu(const Napi::CallbackInfo& info) {
+  swiglu(f32(info[0]), f32(info[1]), f32(info[2]), len(info[2]));
+  return info.Env().Undefined();
+}
+
+// swigluGrad(dy, gate, up, dgate, dup)
+Napi::Value SwigluGrad(const Napi::CallbackInfo& info) {
+  swigluGrad(f32(info[0]), f32(info[1]), f32(info[2]), f32(info[3]), f32(info[4]), len(info[0]));
+  return info.Env().Undefined();
+}
+
 }  // namespace
 }  // namespace patchlm
 
@@ -129,6 +163,11 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("stridedCopy", Napi::Function::New(env, StridedCopy));
   exports.Set("gather", Napi::Function::New(env, Gather));
   exports.Set("scatterAdd", Napi::Function::New(env, ScatterAdd));
+  exports.Set("adamw", Napi::Function::New(env, AdamW));
+  exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));
+  exports.Set("rmsNormGrad", Napi::Function::New(env, RmsNormGrad));
+  exports.Set("swiglu", Napi::Function::New(env, Swiglu));
+  exports.Set("swigluGrad", Napi::Function::New(env, SwigluGrad));
   return exports;
 }
 

@@ -39,4 +39,21 @@ void gather(const int32_t* x, const int32_t* indices, int32_t* out, int64_t oute
 // out (rows, inner) += updates (n, inner) at rows[i]; rows outside [0, rows) are skipped.
 void scatterAdd(const float* updates, const int32_t* rowIds, float* out, int64_t rows, int64_t inner, int64_t n);
 
+struct AdamWParams {
+  float beta1, beta2, c1, c2, eps, invSqrtBc2, shrink, stepSize;
+};
+
+// m' = β1·m + c1·g, v' = β2·v + c2·g², p' = p·shrink − m'/(√v'·invSqrtBc2 + ε)·stepSize.
+void adamw(const float* p, const float* m, const float* v, const float* g, float* pOut, float* mOut, float* vOut, int64_t n,
+           const AdamWParams& h);
+
+// RMSNorm over the rows of x (rows, cols) with gain (cols): y = x·rsqrt(mean(x²) + eps)·gain.
+void rmsNorm(const float* x, const float* gain, float* y, int64_t rows, int64_t cols, float eps);
+void rmsNormGrad(const float* dy, const float* x, const float* gain, float* dx, float* dgain, int64_t rows, int64_t cols,
+                 float eps);
+
+// SwiGLU's gate: y = silu(gate)·up, and its gradient.
+void swiglu(const float* gate, const float* up, float* y, int64_t n);
+void swigluGrad(const float* dy, const float* gate, const float* up, float* dgate, float* dup, int64_t n);
+
 }  // namespace patchlm

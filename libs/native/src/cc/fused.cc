@@ -1,0 +1,105 @@
+// Fused training kernels: one pass over memory where tfjs would make several, each pass
+// allocating its output. Their float32 operation order follows the pure-tfjs fallbacks in
+// src/Fused.ts, so both agree to rounding (FMA contraction aside).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels.h"
+#include "pool.h"
+#include "vecmath.h"
+
+namespace patchlm {
+namespace {
+constexpr int64_t kGrain = 16384;
+
+int64_t rowsPerTask(int64_t cols) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)); }
+
+float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  constexpr int kLanes = 16;
+  float acc[kLanes] = {0};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; j++) acc[j] += a[i + j] * b[i + j];
+  float s = 0;
+  for (; i < n; i++) s += a[i] * b[i];
+  for (int j = 0; j < kLanes; j++) s += acc[j];
+  return s;
+}
+}  // namespace
+
+void adamw(const float* p, const float* m, const float* v, const float* g, float* pOut, float* mOut, float* vOut, int64_t n,
+           const AdamWParams& h) {
+  pool().parallelFor(n, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) {
+      const float mi = m[i] * h.beta1 + g[i] * h.c1;
+      const float vi = v[i] * h.beta2 + (g[i] * g[i]) * h.c2;
+      const float denom = std::sqrt(vi) * h.invSqrtBc2 + h.eps;
+      mOut[i] = mi;
+      vOut[i] = vi;
+      pOut[i] = p[i] * h.shrink - (mi / denom) * h.stepSize;
+    }
+  });
+}
+
+void rmsNorm(const float* x, const float* gain, float* y, int64_t rows, int64_t cols, float eps) {
+  pool().parallelFor(rows, rowsPerTask(cols), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r++) {
+      const float* __restrict xr = x + r * cols;
+      float* __restrict yr = y + r * cols;
+      const float inv = 1.0f / std::sqrt(dot(xr, xr, cols) / static_cast<float>(cols) + eps);
+      for (int64_t c = 0; c < cols; c++) yr[c] = (xr[c] * inv) * gain[c];
+    }
+  });
+}
+
+// With xhat = x·inv and y = xhat·g: dg = Σ_rows dy·xhat, dx = inv·(dy·g − xhat·mean(dy·g·xhat)).
+void rmsNormGrad(const float* dy, const float* x, const float* gain, float* dx, float* dgain, int64_t rows, int64_t cols,
+                 float eps) {
+  const int parts = pool().size();
+  std::vector<float> partial(static_cast<size_t>(parts) * cols, 0.0f);
+  std::vector<int> used(parts, 0);
+  std::atomic<int> nextPart{0};
+  pool().parallelFor(rows, rowsPerTask(cols), [&](int64_t begin, int64_t end) {
+    const int part = nextPart.fetch_add(1);
+    used[part] = 1;
+    float* __restrict dg = partial.data() + static_cast<size_t>(part) * cols;
+    std::vector<float> dyg(cols);
+    for (int64_t r = begin; r < end; r++) {
+      const float* __restrict xr = x + r * cols;
+      const float* __restrict dyr = dy + r * cols;
+      float* __restrict dxr = dx + r * cols;
+      const float inv = 1.0f / std::sqrt(dot(xr, xr, cols) / static_cast<float>(cols) + eps);
+      for (int64_t c = 0; c < cols; c++) dyg[c] = dyr[c] * gain[c];
+      const float meanDot = dot(dyg.data(), xr, cols) * inv / static_cast<float>(cols);
+      for (int64_t c = 0; c < cols; c++) {
+        const float xhat = xr[c] * inv;
+        dg[c] += dyr[c] * xhat;
+        dxr[c] = inv * (dyg[c] - xhat * meanDot);
+      }
+    }
+  });
+  for (int64_t c = 0; c < cols; c++) dgain[c] = 0.0f;
+  for (int p = 0; p < parts; p++)
+    if (used[p])
+      for (int64_t c = 0; c < cols; c++) dgain[c] += partial[static_cast<size_t>(p) * cols + c];
+}
+
+void swiglu(const float* gate, const float* up, float* y, int64_t n) {
+  pool().parallelFor(n, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) y[i] = (gate[i] * fastSigmoid(gate[i])) * up[i];
+  });
+}
+
+// y = g·σ(g)·u: du = dy·g·σ(g), dg = dy·u·σ(g)·(1 + g·(1 − σ(g))).
+void swigluGrad(const float* dy, const float* gate, const float* up, float* dgate, float* dup, int64_t n) {
+  pool().parallelFor(n, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) {
+      const float s = fastSigmoid(gate[i]);
+      dup[i] = dy[i] * (gate[i] * s);
+      dgate[i] = dy[i] * up[i] * (s * (1.0f + gate[i] * (1.0f - s)));
+    }
+  });
+}
+
+}  // namespace patchlm

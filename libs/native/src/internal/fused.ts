@@ -1,0 +1,68 @@
+import * as tf from "@tensorflow/tfjs";
+import { KernelNames } from "../Fused";
+import type { Addon } from "./addon";
+import { allocateF32, f32, type KernelArgs, output } from "./kernelUtil";
+
+/** The native implementations of the kernels named in Fused.KernelNames (all float32). */
+export const fusedKernels = (addon: Addon): ReadonlyArray<{ kernelName: string; kernelFunc: tf.KernelFunc }> => {
+  const adamw = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    const { param, m, v, grad } = args.inputs;
+    const scaleInfo = args.inputs.scale as tf.TensorInfo | undefined;
+    const a = args.attrs as unknown as { beta1: number; beta2: number; eps: number; invSqrtBc2: number; shrink: number; stepSize: number };
+    const s = scaleInfo === undefined ? 1 : f32(backend, scaleInfo)[0];
+    // As the fallback: c1 = (1−β1)·s and c2 = (1−β2)·s², each rounded to float32.
+    const c1 = Math.fround(Math.fround(1 - a.beta1) * s);
+    const c2 = Math.fround(Math.fround(1 - a.beta2) * Math.fround(s * s));
+    const n = tf.util.sizeFromShape(param.shape);
+    const [p2, m2, v2] = [0, 1, 2].map(() => allocateF32(backend, n));
+    const h = Float32Array.of(a.beta1, a.beta2, c1, c2, a.eps, a.invSqrtBc2, a.shrink, a.stepSize);
+    if (n > 0) addon.adamw(f32(backend, param), f32(backend, m), f32(backend, v), f32(backend, grad), p2, m2, v2, h);
+    return [p2, m2, v2].map((values) => output(backend, param.shape, "float32", values));
+  };
+  const rows = (shape: ReadonlyArray<number>) => {
+    const cols = shape[shape.length - 1] ?? 1;
+    return { cols, rows: cols === 0 ? 0 : tf.util.sizeFromShape(shape as Array<number>) / cols };
+  };
+  const rmsNorm = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    const { x, gain } = args.inputs;
+    const { eps } = args.attrs as { eps: number };
+    const { rows: r, cols } = rows(x.shape);
+    const y = allocateF32(backend, r * cols);
+    if (y.length > 0) addon.rmsNorm(f32(backend, x), f32(backend, gain), y, r, cols, eps);
+    return output(backend, x.shape, "float32", y);
+  };
+  const rmsNormGrad = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    const { dy, x, gain } = args.inputs;
+    const { eps } = args.attrs as { eps: number };
+    const { rows: r, cols } = rows(x.shape);
+    const dx = allocateF32(backend, r * cols);
+    const dgain = allocateF32(backend, cols, true);
+    if (dx.length > 0) addon.rmsNormGrad(f32(backend, dy), f32(backend, x), f32(backend, gain), dx, dgain, r, cols, eps);
+    return [output(backend, x.shape, "float32", dx), output(backend, gain.shape, "float32", dgain)];
+  };
+  const swiglu = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    const { gate, up } = args.inputs;
+    const y = allocateF32(backend, tf.util.sizeFromShape(gate.shape));
+    if (y.length > 0) addon.swiglu(f32(backend, gate), f32(backend, up), y);
+    return output(backend, gate.shape, "float32", y);
+  };
+  const swigluGrad = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    const { dy, gate, up } = args.inputs;
+    const n = tf.util.sizeFromShape(gate.shape);
+    const [dgate, dup] = [allocateF32(backend, n), allocateF32(backend, n)];
+    if (n > 0) addon.swigluGrad(f32(backend, dy), f32(backend, gate), f32(backend, up), dgate, dup);
+    return [output(backend, gate.shape, "float32", dgate), output(backend, up.shape, "float32", dup)];
+  };
+  return [
+    { kernelName: KernelNames.adamw, kernelFunc: adamw as tf.KernelFunc },
+    { kernelName: KernelNames.rmsNorm, kernelFunc: rmsNorm as tf.KernelFunc },
+    { kernelName: KernelNames.rmsNormGrad, kernelFunc: rmsNormGrad as tf.KernelFunc },
+    { kernelName: KernelNames.swiglu, kernelFunc: swiglu as tf.KernelFunc },
+    { kernelName: KernelNames.swigluGrad, kernelFunc: swigluGrad as tf.KernelFunc },
+  ];
+};
