@@ -94,20 +94,24 @@ export const textFiles = Effect.fn("Documents.textFiles")(function* (p: string) 
 export const isPrepared = (p: string): boolean => fs.existsSync(`${p}/${Shards.manifestFile}`);
 
 /**
- * Every way `tokenizer` differs from the one a checkpoint or shards were made with: its hash, and
- * whether its ids fit the model's vocabulary. An empty recorded hash (unknown) is not compared.
+ * Every way `tokenizer` differs from the one a checkpoint was made with: its hash, and whether its
+ * ids fit the model's vocabulary. An empty recorded hash (unknown, e.g. an imported model without
+ * tokenizer.json) is not compared.
  */
 export const tokenizerDifferences = (
   recorded: { readonly tokenizerHash: string; readonly vocabSize: number },
   tokenizer: Pick<Tokenizer.Service, "name" | "hash" | "vocabSize">,
 ): Array<string> => {
   const out: Array<string> = [];
-  if (recorded.tokenizerHash !== "" && recorded.tokenizerHash !== tokenizer.hash) {
+  const sameHash = recorded.tokenizerHash === tokenizer.hash;
+  if (recorded.tokenizerHash !== "" && !sameHash) {
     out.push(`tokenizer hash: the checkpoint was trained with ${recorded.tokenizerHash}, the tokenizer "${tokenizer.name}" has ${tokenizer.hash}`);
   }
-  if (tokenizer.vocabSize > recorded.vocabSize) {
+  // The very tokenizer it was trained with fits by construction (a PAD id added past a Hugging
+  // Face vocabulary is never produced by encode); any other must keep its ids inside the model's.
+  if (!sameHash && tokenizer.vocabSize > recorded.vocabSize) {
     out.push(`vocabulary: the tokenizer "${tokenizer.name}" has ${tokenizer.vocabSize} ids, the model only ${recorded.vocabSize}`);
-  } else if (tokenizer.vocabSize !== recorded.vocabSize && out.length > 0) {
+  } else if (out.length > 0 && tokenizer.vocabSize !== recorded.vocabSize) {
     out.push(`vocabulary: the tokenizer "${tokenizer.name}" has ${tokenizer.vocabSize} ids, the model ${recorded.vocabSize}`);
   }
   return out;

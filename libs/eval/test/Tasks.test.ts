@@ -1,7 +1,7 @@
 import * as path from "node:path";
 import { Bytes } from "@patchlm/tokenization";
 import { expectClose, runTest, runTestFailure } from "@patchlm/testing";
-import { Choice, Tasks } from "../src";
+import { Choice, Documents, Tasks } from "../src";
 
 const tokenizer = Bytes.make();
 const fixture = (name: string) => path.join(__dirname, "fixtures", name);
@@ -148,5 +148,18 @@ describe("Choice", () => {
     const s = Choice.meanWithStderr([1, 0, 0, 1, 1]);
     expectClose([s.value, s.stderr], [0.6, Math.sqrt(0.3 / 5)], { atol: 1e-12 });
     expect(Choice.argmax([1, 3, 3])).toBe(1);
+  });
+});
+
+describe("Documents.tokenizerDifferences", () => {
+  it("names the hash and the vocabulary that differ; the recorded tokenizer itself always fits", () => {
+    const tok = { name: "bpe-300", hash: "b".repeat(64), vocabSize: 300 };
+    expect(Documents.tokenizerDifferences({ tokenizerHash: "b".repeat(64), vocabSize: 299 }, tok)).toEqual([]);
+    expect(Documents.tokenizerDifferences({ tokenizerHash: "", vocabSize: 300 }, tok)).toEqual([]);
+    expect(Documents.tokenizerDifferences({ tokenizerHash: "a".repeat(64), vocabSize: 259 }, tok)).toEqual([
+      `tokenizer hash: the checkpoint was trained with ${"a".repeat(64)}, the tokenizer "bpe-300" has ${"b".repeat(64)}`,
+      `vocabulary: the tokenizer "bpe-300" has 300 ids, the model only 259`,
+    ]);
+    expect(Documents.tokenizerDifferences({ tokenizerHash: "", vocabSize: 259 }, tok)).toEqual([`vocabulary: the tokenizer "bpe-300" has 300 ids, the model only 259`]);
   });
 });
