@@ -21,8 +21,7 @@ import { Model, ParameterTable, Presets } from "@patchlm/model";
 import { AdamW } from "@patchlm/optim";
 import { Registry } from "@patchlm/patching";
 import { randomInts } from "@patchlm/testing";
-// libs/train's index does not export Step yet; switch to `import { Step } from "@patchlm/train"` once it does.
-import * as Step from "../libs/train/src/Step";
+import { Step } from "@patchlm/train";
 
 const argv = process.argv.slice(2);
 const option = (name: string): string | undefined => {

@@ -9,7 +9,7 @@ import { Loss } from "@patchlm/losses";
 import { Model, ParameterTable } from "@patchlm/model";
 import { Patches, PatchStrategy } from "@patchlm/patching";
 import { expectClose, expectNoTensorLeak, randomFloats, randomInts, useBackend } from "@patchlm/testing";
-import * as Objective from "../src/Objective";
+import { Objective } from "../src";
 
 const cfg = Either.getOrThrow(
   Config.decodeConfig(Config.ModelConfig)("test", { vocabSize: 37, dModel: 32, nLayers: 2, nHeads: 4, ffnHidden: 48, contextLength: 16 }),

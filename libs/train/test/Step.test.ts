@@ -10,7 +10,7 @@ import { Model, ParameterTable } from "@patchlm/model";
 import { AdamW, Gradients } from "@patchlm/optim";
 import { PatchStrategy } from "@patchlm/patching";
 import { expectClose, expectNoTensorLeak, randomInts, useBackend } from "@patchlm/testing";
-import * as Step from "../src/Step";
+import { Step } from "../src";
 
 const makeConfig = (nLayers: number) =>
   Either.getOrThrow(
