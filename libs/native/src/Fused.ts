@@ -25,6 +25,10 @@ export const KernelNames = {
   swiglu: "PatchlmSwiGLU",
   /** inputs {dy, gate, up}; outputs [dgate, dup]. */
   swigluGrad: "PatchlmSwiGLUGrad",
+  /** inputs {logits (R,V), targets (R,K) int32, weights (R,K)}; outputs [loss (scalar), lse (R)]. */
+  weightedCrossEntropy: "PatchlmWeightedCE",
+  /** inputs {dy (scalar), logits, targets, weights, lse}; output dlogits (R,V). */
+  weightedCrossEntropyGrad: "PatchlmWeightedCEGrad",
 } as const;
 
 const fusedHere = (...names: ReadonlyArray<string>): boolean => {
@@ -54,6 +58,20 @@ const registerOnce = (forward: string, backward: string, inputs: ReadonlyArray<s
 const ensureGradients = () => {
   registerOnce(KernelNames.rmsNorm, KernelNames.rmsNormGrad, ["x", "gain"]);
   registerOnce(KernelNames.swiglu, KernelNames.swigluGrad, ["gate", "up"]);
+  if (tf.getGradient(KernelNames.weightedCrossEntropy) === undefined) {
+    tf.registerGradient({
+      kernelName: KernelNames.weightedCrossEntropy,
+      inputsToSave: ["logits", "targets", "weights"],
+      outputsToSave: [false, true],
+      gradFunc: (dy, saved) => {
+        const [logits, targets, weights, lse] = saved;
+        // Only the loss output is ever used downstream; lse is saved for this pass.
+        const dLoss = Array.isArray(dy) ? dy[0] : dy;
+        const dz = run(KernelNames.weightedCrossEntropyGrad, { dy: dLoss, logits, targets, weights, lse }) as tf.Tensor;
+        return { logits: () => dz, targets: () => tf.zerosLike(targets), weights: () => tf.zerosLike(weights) };
+      },
+    });
+  }
 };
 
 /** RMSNorm over the last axis: x·rsqrt(mean(x²) + eps)·gain, with gain of the last axis' size. */
@@ -72,6 +90,32 @@ export const swiglu = <T extends tf.Tensor>(gate: T, up: T): T => {
     return run(KernelNames.swiglu, { gate, up }) as T;
   }
   return tf.tidy(() => tf.mul(tf.mul(gate, tf.sigmoid(gate)), up)) as T;
+};
+
+/**
+ * Weighted cross-entropy: logits (R,V), targets int32 (R,K), weights (R,K) ->
+ *   Σ_rk w_rk·(LSE(z_r) − z_r[t_rk]),  ∂/∂z_r = (Σ_k w_rk)·softmax(z_r) − Σ_k w_rk·onehot(t_rk).
+ * Token cross-entropy is K = 1 with weights 1/N; the paper's patch bag loss is weights 1/(K·R).
+ * A target outside [0, V) must have weight 0 (an ignored slot). The gradient flows to the logits
+ * only. The fused kernel reads the logits once forward and once backward and never builds a
+ * second (R,V) array forward.
+ */
+export const weightedCrossEntropy = (logits: tf.Tensor2D, targets: tf.Tensor2D, weights: tf.Tensor2D): tf.Scalar => {
+  if (logits.dtype === "float32" && fusedHere(KernelNames.weightedCrossEntropy, KernelNames.weightedCrossEntropyGrad)) {
+    ensureGradients();
+    const [loss, lse] = run(KernelNames.weightedCrossEntropy, { logits, targets, weights }) as Array<tf.Tensor>;
+    lse.dispose();
+    return loss as tf.Scalar;
+  }
+  return tf.tidy(() => {
+    const [R, V] = logits.shape;
+    const lse = tf.logSumExp(logits, 1, true); // (R,1)
+    // z_r[t_rk] through flat offsets r·V + t_rk, ignored targets clamped into range (weight 0)
+    const inRange = tf.maximum(tf.minimum(targets, tf.scalar(V - 1, "int32")), tf.scalar(0, "int32"));
+    const offsets = tf.add(tf.reshape(tf.mul(tf.range(0, R, 1, "int32"), tf.scalar(V, "int32")), [R, 1]), inRange);
+    const picked = tf.gather(tf.reshape(logits, [R * V]), offsets); // (R,K)
+    return tf.sum(tf.mul(weights, tf.sub(lse, picked))) as tf.Scalar;
+  });
 };
 
 /**

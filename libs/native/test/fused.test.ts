@@ -66,3 +66,37 @@ describeNative("Fused ops: native kernels against their tfjs definitions", () =>
     tf.dispose([x, gain]);
   });
 });
+
+describeNative("Fused.weightedCrossEntropy", () => {
+  const bag = (R: number, V: number, K: number, seed: number) => {
+    const logits = rand([R, V], seed, -6, 6) as tf.Tensor2D;
+    const ids = Array.from({ length: R * K }, (_, i) => (i * 7 + seed) % V);
+    // Some ignored slots (-100, weight 0) and a duplicate target in row 0.
+    ids[1] = -100;
+    if (K > 1) ids[K] = ids[K + 1];
+    const targets = tf.tensor2d(ids, [R, K], "int32");
+    const weights = tf.tensor2d(ids.map((t) => (t < 0 ? 0 : 1 / (R * K))), [R, K]);
+    return { logits, targets, weights };
+  };
+
+  for (const [R, V, K] of [[5, 11, 1], [7, 33, 4], [40, 1000, 4]]) {
+    it(`matches the tfjs definition and its gradient for R=${R}, V=${V}, K=${K}, with ignored and duplicate targets`, async () => {
+      await expectNativeMatchesCpu(`wce ${R}x${V}x${K}`, () => {
+        const { logits, targets, weights } = bag(R, V, K, 3);
+        const f = (z: tf.Tensor) => tf.mul(Fused.weightedCrossEntropy(z as tf.Tensor2D, targets, weights), 1.5);
+        return [Fused.weightedCrossEntropy(logits, targets, weights), tf.grad(f)(logits)];
+      }, 1e-6, 1e-5);
+    });
+  }
+
+  it("leaves no tensor behind, gradient included", async () => {
+    await tf.setBackend("native");
+    const { logits, targets, weights } = bag(6, 20, 3, 4);
+    const step = () => tf.tidy(() => tf.grad((z: tf.Tensor) => Fused.weightedCrossEntropy(z as tf.Tensor2D, targets, weights))(logits).dataSync());
+    step();
+    await expectNoTensorLeak(() => {
+      for (let i = 0; i < 5; i++) step();
+    });
+    tf.dispose([logits, targets, weights]);
+  });
+});

@@ -147,6 +147,19 @@ Napi::Value SwigluGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// weightedCrossEntropy(z, t, w, lse, R, V, K) -> Σ_rk w_rk·(lse_r − z_r[t_rk])
+Napi::Value WeightedCrossEntropy(const Napi::CallbackInfo& info) {
+  const double loss = weightedCrossEntropy(f32(info[0]), i32(info[1]), f32(info[2]), f32(info[3]), num(info[4]), num(info[5]), num(info[6]));
+  return Napi::Number::New(info.Env(), loss);
+}
+
+// weightedCrossEntropyGrad(dy, z, t, w, lse, dz, R, V, K)
+Napi::Value WeightedCrossEntropyGrad(const Napi::CallbackInfo& info) {
+  weightedCrossEntropyGrad(flt(info[0]), f32(info[1]), i32(info[2]), f32(info[3]), f32(info[4]), f32(info[5]), num(info[6]), num(info[7]),
+                           num(info[8]));
+  return info.Env().Undefined();
+}
+
 }  // namespace
 }  // namespace patchlm
 
@@ -168,6 +181,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rmsNormGrad", Napi::Function::New(env, RmsNormGrad));
   exports.Set("swiglu", Napi::Function::New(env, Swiglu));
   exports.Set("swigluGrad", Napi::Function::New(env, SwigluGrad));
+  exports.Set("weightedCrossEntropy", Napi::Function::New(env, WeightedCrossEntropy));
+  exports.Set("weightedCrossEntropyGrad", Napi::Function::New(env, WeightedCrossEntropyGrad));
   return exports;
 }
 

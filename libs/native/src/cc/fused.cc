@@ -3,6 +3,7 @@
 // src/Fused.ts, so both agree to rounding (FMA contraction aside).
 #include <algorithm>
 #include <cmath>
+#include <atomic>
 #include <vector>
 
 #include "kernels.h"
@@ -98,6 +99,66 @@ void swigluGrad(const float* dy, const float* gate, const float* up, float* dgat
       const float s = fastSigmoid(gate[i]);
       dup[i] = dy[i] * (gate[i] * s);
       dgate[i] = dy[i] * up[i] * (s * (1.0f + gate[i] * (1.0f - s)));
+    }
+  });
+}
+
+}  // namespace patchlm
+
+namespace patchlm {
+
+// Per row r: lse_r = log Σ_v exp(z_rv); loss = Σ_r Σ_k w_rk·(lse_r − z_r[t_rk]). Targets outside
+// [0, V) must carry weight 0 (ignored slots); they are never read.
+double weightedCrossEntropy(const float* z, const int32_t* t, const float* w, float* lse, int64_t R, int64_t V, int64_t K) {
+  const int parts = pool().size();
+  std::vector<double> partial(parts, 0.0);
+  std::atomic<int> nextPart{0};
+  pool().parallelFor(R, rowsPerTask(V), [&](int64_t begin, int64_t end) {
+    const int part = nextPart.fetch_add(1);
+    double acc = 0.0;
+    for (int64_t r = begin; r < end; r++) {
+      const float* __restrict zr = z + r * V;
+      float m = -INFINITY;
+      for (int64_t v = 0; v < V; v++) m = zr[v] > m ? zr[v] : m;
+      float s = 0.0f;
+      constexpr int kLanes = 16;
+      float lanes[kLanes] = {0};
+      int64_t v = 0;
+      for (; v + kLanes <= V; v += kLanes)
+        for (int j = 0; j < kLanes; j++) lanes[j] += fastExp(zr[v + j] - m);
+      for (; v < V; v++) s += fastExp(zr[v] - m);
+      for (int j = 0; j < kLanes; j++) s += lanes[j];
+      const float l = m + std::log(s);
+      lse[r] = l;
+      for (int64_t k = 0; k < K; k++) {
+        const float wk = w[r * K + k];
+        const int32_t tk = t[r * K + k];
+        if (wk != 0.0f && tk >= 0 && tk < V) acc += static_cast<double>(wk) * (l - zr[tk]);
+      }
+    }
+    partial[part] = acc;
+  });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+// dz_r = dy·((Σ_k w_rk)·exp(z_r − lse_r) − Σ_k w_rk·onehot(t_rk)).
+void weightedCrossEntropyGrad(float dy, const float* z, const int32_t* t, const float* w, const float* lse, float* dz,
+                              int64_t R, int64_t V, int64_t K) {
+  pool().parallelFor(R, rowsPerTask(V), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r++) {
+      const float* __restrict zr = z + r * V;
+      float* __restrict dr = dz + r * V;
+      float wsum = 0.0f;
+      for (int64_t k = 0; k < K; k++) wsum += w[r * K + k];
+      const float scale = dy * wsum;
+      const float l = lse[r];
+      for (int64_t v = 0; v < V; v++) dr[v] = scale * fastExp(zr[v] - l);
+      for (int64_t k = 0; k < K; k++) {
+        const int32_t tk = t[r * K + k];
+        if (tk >= 0 && tk < V) dr[tk] -= dy * w[r * K + k];
+      }
     }
   });
 }

@@ -56,4 +56,10 @@ void rmsNormGrad(const float* dy, const float* x, const float* gain, float* dx, 
 void swiglu(const float* gate, const float* up, float* y, int64_t n);
 void swigluGrad(const float* dy, const float* gate, const float* up, float* dgate, float* dup, int64_t n);
 
+// Weighted cross-entropy over rows of logits z (R, V) with K targets t and weights w per row:
+// returns Σ_rk w_rk·(lse_r − z_r[t_rk]) and fills lse (R); the gradient scales by dy.
+double weightedCrossEntropy(const float* z, const int32_t* t, const float* w, float* lse, int64_t R, int64_t V, int64_t K);
+void weightedCrossEntropyGrad(float dy, const float* z, const int32_t* t, const float* w, const float* lse, float* dz,
+                              int64_t R, int64_t V, int64_t K);
+
 }  // namespace patchlm

@@ -45,6 +45,9 @@ export interface Addon {
   rmsNormGrad(dy: Float32Array, x: Float32Array, gain: Float32Array, dx: Float32Array, dgain: Float32Array, rows: number, cols: number, eps: number): void;
   swiglu(gate: Float32Array, up: Float32Array, y: Float32Array): void;
   swigluGrad(dy: Float32Array, gate: Float32Array, up: Float32Array, dgate: Float32Array, dup: Float32Array): void;
+  /** Σ_rk w_rk·(lse_r − z_r[t_rk]); fills lse (R). */
+  weightedCrossEntropy(z: Float32Array, t: Int32Array, w: Float32Array, lse: Float32Array, R: number, V: number, K: number): number;
+  weightedCrossEntropyGrad(dy: number, z: Float32Array, t: Int32Array, w: Float32Array, lse: Float32Array, dz: Float32Array, R: number, V: number, K: number): void;
 }
 
 /** Operation codes shared with src/cc/kernels.h. */

@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { KernelNames } from "../Fused";
 import type { Addon } from "./addon";
-import { allocateF32, f32, type KernelArgs, output } from "./kernelUtil";
+import { allocateF32, f32, i32, type KernelArgs, output } from "./kernelUtil";
 
 /** The native implementations of the kernels named in Fused.KernelNames (all float32). */
 export const fusedKernels = (addon: Addon): ReadonlyArray<{ kernelName: string; kernelFunc: tf.KernelFunc }> => {
@@ -58,7 +58,28 @@ export const fusedKernels = (addon: Addon): ReadonlyArray<{ kernelName: string; 
     if (n > 0) addon.swigluGrad(f32(backend, dy), f32(backend, gate), f32(backend, up), dgate, dup);
     return [output(backend, gate.shape, "float32", dgate), output(backend, up.shape, "float32", dup)];
   };
+  const weightedCrossEntropy = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    const { logits, targets, weights } = args.inputs;
+    const [R, V] = logits.shape;
+    const K = targets.shape[1];
+    const lse = allocateF32(backend, R);
+    const loss = R * V === 0 ? 0 : addon.weightedCrossEntropy(f32(backend, logits), i32(backend, targets), f32(backend, weights), lse, R, V, K);
+    return [output(backend, [], "float32", Float32Array.of(loss)), output(backend, [R], "float32", lse)];
+  };
+  const weightedCrossEntropyGrad = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    const { dy, logits, targets, weights, lse } = args.inputs;
+    const [R, V] = logits.shape;
+    const dz = allocateF32(backend, R * V);
+    if (dz.length > 0) {
+      addon.weightedCrossEntropyGrad(f32(backend, dy)[0], f32(backend, logits), i32(backend, targets), f32(backend, weights), f32(backend, lse), dz, R, V, targets.shape[1]);
+    }
+    return output(backend, logits.shape, "float32", dz);
+  };
   return [
+    { kernelName: KernelNames.weightedCrossEntropy, kernelFunc: weightedCrossEntropy as tf.KernelFunc },
+    { kernelName: KernelNames.weightedCrossEntropyGrad, kernelFunc: weightedCrossEntropyGrad as tf.KernelFunc },
     { kernelName: KernelNames.adamw, kernelFunc: adamw as tf.KernelFunc },
     { kernelName: KernelNames.rmsNorm, kernelFunc: rmsNorm as tf.KernelFunc },
     { kernelName: KernelNames.rmsNormGrad, kernelFunc: rmsNormGrad as tf.KernelFunc },
