@@ -15,8 +15,7 @@ import * as tf from "@tensorflow/tfjs";
 import { ComputeBackend } from "@patchlm/backend";
 import { Model, ParameterTable, Presets } from "@patchlm/model";
 import { AdamW } from "@patchlm/optim";
-// libs/train does not export its Step module yet; switch to `import { Step } from "@patchlm/train"` once it does.
-import * as Step from "../libs/train/src/Step";
+import { Step } from "@patchlm/train";
 import { randomInts } from "@patchlm/testing";
 import { Effect } from "effect";
 import { openblasReport, printReport } from "./bench-native-env";

@@ -41,6 +41,12 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// setBatchParallel(on): a switch for benchmarks comparing both ways of running batched GEMMs.
+Napi::Value SetBatchParallel(const Napi::CallbackInfo& info) {
+  setBatchParallel(flag(info[0]));
+  return info.Env().Undefined();
+}
+
 // setThreads(blas, pool)
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   openblas_set_num_threads(static_cast<int>(num(info[0])));
@@ -168,6 +174,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   using namespace patchlm;
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("setBatchParallel", Napi::Function::New(env, SetBatchParallel));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("binary", Napi::Function::New(env, Binary));
   exports.Set("unary", Napi::Function::New(env, Unary));

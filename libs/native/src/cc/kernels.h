@@ -8,6 +8,9 @@ namespace patchlm {
 void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
                  const int32_t* aOffsets, const int32_t* bOffsets, int64_t batch);
 
+// Whether gemmBatched may split small batched products across the pool (default on).
+void setBatchParallel(bool on);
+
 // The numbering is shared with src/internal/ops.ts.
 enum class BinaryOp : int { Add = 0, Sub = 1, Mul = 2, Div = 3, Max = 4, Min = 5, SquaredDifference = 6 };
 enum class UnaryOp : int {
