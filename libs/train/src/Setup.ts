@@ -10,7 +10,7 @@ import { PhasePlan } from "@patchlm/schedulers";
 import type { RunConfig } from "./RunConfig";
 
 /** The model config: a preset with overrides; the vocabulary always comes from the tokenizer. */
-export const modelConfig = (c: RunConfig, vocabSize: number, source = "config"): Either.Either<Config.ModelConfig, ConfigError> => {
+export const modelConfig = (c: RunConfig, vocabSize: number, source = "run config"): Either.Either<Config.ModelConfig, ConfigError> => {
   const preset = Presets.lookup(c.model.preset);
   if (Option.isNone(preset)) {
     return Either.left(new ConfigError({ source, issues: [`model.preset: unknown preset "${c.model.preset}"; known: ${Presets.names.join(", ")}`] }));
@@ -32,7 +32,7 @@ export const modelConfig = (c: RunConfig, vocabSize: number, source = "config"):
 };
 
 /** The phase plan from the run config (λ split, steps per phase, LR schedules). */
-export const phasePlan = (c: RunConfig, source = "config"): Either.Either<PhasePlan.PhasePlan, ConfigError> => {
+export const phasePlan = (c: RunConfig, source = "run config"): Either.Either<PhasePlan.PhasePlan, ConfigError> => {
   const o = c.optim;
   const schedule =
     o.schedule === "constant"
@@ -52,7 +52,7 @@ export const phasePlan = (c: RunConfig, source = "config"): Either.Either<PhaseP
 };
 
 /** Micro-batches per optimizer step in a phase: sequencesPerStep / microBatch, which must be whole. */
-export const accumulation = (c: RunConfig, phase: PhasePlan.PhaseSpec, source = "config"): Either.Either<number, ConfigError> => {
+export const accumulation = (c: RunConfig, phase: PhasePlan.PhaseSpec, source = "run config"): Either.Either<number, ConfigError> => {
   const n = phase.sequencesPerStep / c.batch.microBatch;
   return Number.isInteger(n) && n >= 1
     ? Either.right(n)

@@ -207,8 +207,9 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
     });
   });
 
+  let savedStep = loaded?.manifest.step ?? -1;
   const checkpoint = Effect.gen(function* () {
-    if (lastCursor === undefined) return;
+    if (lastCursor === undefined || savedStep === globalStep) return;
     const saved = yield* Checkpoint.save(
       runDir,
       {
@@ -228,6 +229,7 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
       },
       { keepLast: c.keepCheckpoints },
     );
+    savedStep = globalStep;
     yield* Effect.logInfo(`step ${globalStep} | checkpoint ${saved.dir}`);
   }).pipe(Effect.uninterruptible);
 
@@ -355,7 +357,7 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
   yield* Effect.scoped(training as Effect.Effect<void, Effect.Effect.Error<typeof training>, Scope.Scope | FileSystem.FileSystem | Tokenizer.Tokenizer>).pipe(
     Effect.onInterrupt(() =>
       Effect.gen(function* () {
-        yield* Effect.logWarning(`interrupted at step ${globalStep}: writing a checkpoint`);
+        yield* Effect.logWarning(`interrupted at step ${globalStep}: checkpointing the last completed step`);
         yield* checkpoint;
       }).pipe(Effect.orDie),
     ),

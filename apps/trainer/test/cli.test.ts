@@ -1,0 +1,122 @@
+/**
+ * The trainer as a user runs it: real processes, real signals. SIGTERM finishes the step in
+ * flight, checkpoints and exits 0; SIGKILL loses at most the steps since the last checkpoint and
+ * never leaves a checkpoint that fails to load; `resume` continues either way.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { pathToFileURL } from "node:url";
+
+jest.setTimeout(240_000);
+
+const repo = path.resolve(__dirname, "..", "..", "..");
+// `node --import tsx` runs the trainer in this one process (the tsx CLI would add a parent that
+// relays SIGTERM but cannot relay SIGKILL).
+const tsxDist = path.join(repo, "node_modules", "tsx", "dist");
+const node = (args: ReadonlyArray<string>) => [
+  "--require", path.join(tsxDist, "preflight.cjs"),
+  "--import", pathToFileURL(path.join(tsxDist, "loader.mjs")).href,
+  main,
+  ...args,
+];
+const main = path.join(repo, "apps", "trainer", "src", "main.ts");
+// Tests pin the backend so they do not depend on what this machine can build.
+const env = { ...process.env, PATCHLM_BACKEND: "cpu", FORCE_COLOR: "0" };
+
+let root: string;
+
+const trainer = (args: ReadonlyArray<string>) => spawnSync(process.execPath, node(args), { cwd: root, env, encoding: "utf8" });
+
+const start = (args: ReadonlyArray<string>): { child: ChildProcess; output: () => string; exit: Promise<number | null> } => {
+  const child = spawn(process.execPath, node(args), { cwd: root, env });
+  let out = "";
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (out += d));
+  const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return { child, output: () => out, exit };
+};
+
+const waitFor = async (predicate: () => boolean, what: string, ms = 120_000): Promise<void> => {
+  const until = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+};
+
+const latest = (run: string): string | undefined => {
+  const f = path.join(root, "runs", run, "latest");
+  return fs.existsSync(f) ? fs.readFileSync(f, "utf8").trim() : undefined;
+};
+
+const trainArgs = (name: string) => [
+  "train",
+  "--name", name,
+  "--data", "data",
+  "--preset", "tiny",
+  "--patch-size", "4",
+  "--tokens", "1048576",
+  "--batch-tokens", "256",
+  "--seq-len", "16",
+  "--micro-batch", "4",
+  "--warmup", "2",
+  "--set", "checkpointEvery=2",
+  "--set", "evalEvery=0",
+  "--set", "logEvery=1",
+];
+
+beforeAll(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-cli-"));
+  const corpus = path.join(root, "corpus");
+  fs.mkdirSync(corpus);
+  for (let d = 0; d < 6; d++) {
+    fs.writeFileSync(path.join(corpus, `d${d}.txt`), Array.from({ length: 60 }, (_, i) => `Line ${i} of document ${d}: the quick brown fox.`).join("\n"));
+  }
+  const r = trainer(["prepare", "--corpus", "corpus", "--out", "data", "--tokenizer", "bytes", "--val-fraction", "0.2"]);
+  expect(r.stderr + r.stdout).toMatch(/prepare: data: train 5 docs/);
+  expect(r.status).toBe(0);
+});
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+describe("trainer CLI", () => {
+  it("reports bad flags and config problems with a clear message and exit code 1", () => {
+    const r = trainer(["train", "--name", "bad", "--data", "data", "--tokens", "1000", "--batch-tokens", "256", "--seq-len", "16", "--micro-batch", "4", "--patch-fraction", "2"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/patch\.patchFraction/);
+    const missing = trainer(["train", "--name", "bad2", "--data", "nowhere", "--tokens", "4096", "--batch-tokens", "256", "--seq-len", "16", "--micro-batch", "4", "--warmup", "0"]);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toMatch(/nowhere/);
+  });
+
+  it("SIGTERM checkpoints the last completed step and exits 0; resume continues from it", async () => {
+    const run = start(trainArgs("term"));
+    await waitFor(() => latest("term") !== undefined, "a first checkpoint");
+    run.child.kill("SIGTERM");
+    const code = await run.exit;
+    expect(run.output()).toMatch(/interrupted at step (\d+)/);
+    expect(code).toBe(0);
+    const stoppedAt = Number(/interrupted at step (\d+)/.exec(run.output())![1]);
+    expect(latest("term")).toBe(`step-${String(stoppedAt).padStart(8, "0")}`);
+    const resumed = trainer(["resume", "term", "--max-steps", "2"]);
+    expect(resumed.status).toBe(0);
+    expect(resumed.stderr + resumed.stdout).toMatch(new RegExp(`resumed .* at step ${stoppedAt}/`));
+    expect(latest("term")).toBe(`step-${String(stoppedAt + 2).padStart(8, "0")}`);
+  });
+
+  it("SIGKILL never leaves a checkpoint that fails to load; resume continues from the last one", async () => {
+    const run = start(trainArgs("kill"));
+    await waitFor(() => latest("kill") !== undefined && latest("kill") !== "step-00000002", "a few checkpoints");
+    run.child.kill("SIGKILL");
+    await run.exit;
+    const at = latest("kill")!;
+    const inspect = trainer(["inspect", "kill"]);
+    expect(inspect.status).toBe(0);
+    const info = JSON.parse(inspect.stdout) as { progress: { step: number } };
+    expect(`step-${String(info.progress.step).padStart(8, "0")}`).toBe(at);
+    const resumed = trainer(["resume", "kill", "--max-steps", "1"]);
+    expect(resumed.stderr + resumed.stdout).toMatch(new RegExp(`resumed .* at step ${info.progress.step}/`));
+    expect(resumed.status).toBe(0);
+  });
+});
