@@ -4,6 +4,7 @@
       "target_name": "patchlm_native",
       "sources": [
         "src/cc/addon.cc",
+        "src/cc/attention.cc",
         "src/cc/copy.cc",
         "src/cc/elementwise.cc",
         "src/cc/fused.cc",

@@ -29,6 +29,10 @@ export const KernelNames = {
   weightedCrossEntropy: "PatchlmWeightedCE",
   /** inputs {dy (scalar), logits, targets, weights, lse}; output dlogits (R,V). */
   weightedCrossEntropyGrad: "PatchlmWeightedCEGrad",
+  /** inputs {q (B,H,T,D), k, v (B,Hkv,T,D)}; attrs {scale}; outputs [o (B,H,T,D), lse (B,H,T)]. */
+  causalAttention: "PatchlmCausalAttention",
+  /** inputs {dy, q, k, v, o, lse}; attrs {scale}; outputs [dq, dk, dv]. */
+  causalAttentionGrad: "PatchlmCausalAttentionGrad",
 } as const;
 
 const fusedHere = (...names: ReadonlyArray<string>): boolean => {
@@ -58,6 +62,20 @@ const registerOnce = (forward: string, backward: string, inputs: ReadonlyArray<s
 const ensureGradients = () => {
   registerOnce(KernelNames.rmsNorm, KernelNames.rmsNormGrad, ["x", "gain"]);
   registerOnce(KernelNames.swiglu, KernelNames.swigluGrad, ["gate", "up"]);
+  if (tf.getGradient(KernelNames.causalAttention) === undefined) {
+    tf.registerGradient({
+      kernelName: KernelNames.causalAttention,
+      inputsToSave: ["q", "k", "v"],
+      outputsToSave: [true, true],
+      gradFunc: (dy, saved, attrs) => {
+        const [q, k, v, o, lse] = saved;
+        // Only the output o is used downstream; lse is saved for this pass.
+        const dO = Array.isArray(dy) ? dy[0] : dy;
+        const [dq, dk, dv] = run(KernelNames.causalAttentionGrad, { dy: dO, q, k, v, o, lse }, attrs) as Array<tf.Tensor>;
+        return { q: () => dq, k: () => dk, v: () => dv };
+      },
+    });
+  }
   if (tf.getGradient(KernelNames.weightedCrossEntropy) === undefined) {
     tf.registerGradient({
       kernelName: KernelNames.weightedCrossEntropy,
@@ -90,6 +108,33 @@ export const swiglu = <T extends tf.Tensor>(gate: T, up: T): T => {
     return run(KernelNames.swiglu, { gate, up }) as T;
   }
   return tf.tidy(() => tf.mul(tf.mul(gate, tf.sigmoid(gate)), up)) as T;
+};
+
+/**
+ * Causal self-attention: softmax(scale·Q·Kᵀ + causal mask)·V per head, q (B,H,T,D) against
+ * k, v (B,Hkv,T,D) with Hkv dividing H (grouped-query attention: head h reads kv head
+ * ⌊h/(H/Hkv)⌋). Query i sees keys 0..i. The fused kernel keeps only each row's logsumexp for the
+ * backward, never a (B,H,T,T) tensor; the fallback is the plain masked-softmax formulation.
+ */
+export const causalAttention = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number): tf.Tensor4D => {
+  if (q.dtype === "float32" && fusedHere(KernelNames.causalAttention, KernelNames.causalAttentionGrad)) {
+    ensureGradients();
+    const [o, lse] = run(KernelNames.causalAttention, { q, k, v }, { scale }) as Array<tf.Tensor>;
+    lse.dispose();
+    return o as tf.Tensor4D;
+  }
+  return tf.tidy(() => {
+    const [B, H, T, D] = q.shape;
+    const Hkv = k.shape[1];
+    const R = H / Hkv;
+    // (B·Hkv, R·T, D): the R query heads of a group, one after another, against its keys
+    const qG = tf.reshape(q, [B * Hkv, R * T, D]);
+    const scores = tf.mul(tf.matMul(qG, tf.reshape(k, [B * Hkv, T, D]), false, true), scale); // (B·Hkv,R·T,T)
+    const future = tf.sub(1, tf.linalg.bandPart(tf.ones([T, T]), -1, 0)); // 1 above the diagonal
+    const mask = tf.tile(tf.mul(future, -1e9), [R, 1]); // (R·T,T)
+    const probs = tf.softmax(tf.add(scores, mask));
+    return tf.reshape(tf.matMul(probs, tf.reshape(v, [B * Hkv, T, D])), [B, H, T, D]) as tf.Tensor4D;
+  });
 };
 
 /**

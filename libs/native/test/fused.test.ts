@@ -100,3 +100,34 @@ describeNative("Fused.weightedCrossEntropy", () => {
     tf.dispose([logits, targets, weights]);
   });
 });
+
+describeNative("Fused.causalAttention", () => {
+  for (const [B, H, Hkv, T, D] of [[2, 2, 2, 5, 4], [1, 4, 2, 9, 8], [2, 4, 1, 33, 16]]) {
+    it(`matches the masked-softmax definition and its gradients for B=${B} H=${H} Hkv=${Hkv} T=${T} D=${D}`, async () => {
+      await expectNativeMatchesCpu(`attention ${[B, H, Hkv, T, D]}`, () => {
+        const q = rand([B, H, T, D], 1, -2, 2) as tf.Tensor4D;
+        const k = rand([B, Hkv, T, D], 2, -2, 2) as tf.Tensor4D;
+        const v = rand([B, Hkv, T, D], 3) as tf.Tensor4D;
+        const w = rand([B, H, T, D], 4);
+        const scale = 1 / Math.sqrt(D);
+        const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
+          tf.sum(tf.mul(Fused.causalAttention(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, scale), w));
+        return [Fused.causalAttention(q, k, v, scale), ...tf.grads(f)([q, k, v])];
+      }, 1e-5, 1e-4);
+    });
+  }
+
+  it("leaves no tensor or buffer behind, gradients included", async () => {
+    await tf.setBackend("native");
+    const q = rand([1, 2, 6, 4], 5) as tf.Tensor4D;
+    const step = () =>
+      tf.tidy(() => tf.grads((a: tf.Tensor) => tf.sum(Fused.causalAttention(a as tf.Tensor4D, q, q, 0.5)))([q]).forEach((g) => g.dataSync()));
+    step();
+    const buffers = tf.memory().numDataBuffers;
+    await expectNoTensorLeak(() => {
+      for (let i = 0; i < 5; i++) step();
+    });
+    expect(tf.memory().numDataBuffers).toBe(buffers);
+    tf.dispose(q);
+  });
+});

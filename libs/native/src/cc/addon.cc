@@ -166,6 +166,21 @@ Napi::Value WeightedCrossEntropyGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// causalAttention(q, k, v, o, lse, [B, H, Hkv, T, D], scale)
+Napi::Value CausalAttention(const Napi::CallbackInfo& info) {
+  const int32_t* d = i32(info[5]);
+  causalAttention(f32(info[0]), f32(info[1]), f32(info[2]), f32(info[3]), f32(info[4]), d[0], d[1], d[2], d[3], d[4], flt(info[6]));
+  return info.Env().Undefined();
+}
+
+// causalAttentionGrad(dO, q, k, v, o, lse, dq, dk, dv, [B, H, Hkv, T, D], scale)
+Napi::Value CausalAttentionGrad(const Napi::CallbackInfo& info) {
+  const int32_t* d = i32(info[9]);
+  causalAttentionGrad(f32(info[0]), f32(info[1]), f32(info[2]), f32(info[3]), f32(info[4]), f32(info[5]), f32(info[6]),
+                      f32(info[7]), f32(info[8]), d[0], d[1], d[2], d[3], d[4], flt(info[10]));
+  return info.Env().Undefined();
+}
+
 }  // namespace
 }  // namespace patchlm
 
@@ -190,6 +205,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("swigluGrad", Napi::Function::New(env, SwigluGrad));
   exports.Set("weightedCrossEntropy", Napi::Function::New(env, WeightedCrossEntropy));
   exports.Set("weightedCrossEntropyGrad", Napi::Function::New(env, WeightedCrossEntropyGrad));
+  exports.Set("causalAttention", Napi::Function::New(env, CausalAttention));
+  exports.Set("causalAttentionGrad", Napi::Function::New(env, CausalAttentionGrad));
   return exports;
 }
 

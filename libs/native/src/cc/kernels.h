@@ -59,6 +59,14 @@ void rmsNormGrad(const float* dy, const float* x, const float* gain, float* dx, 
 void swiglu(const float* gate, const float* up, float* y, int64_t n);
 void swigluGrad(const float* dy, const float* gate, const float* up, float* dgate, float* dup, int64_t n);
 
+// Causal attention with H query heads over Hkv key/value heads (head h reads kv head h / (H/Hkv)):
+// q, o (B,H,T,D); k, v (B,Hkv,T,D); lse (B,H,T) is each query row's logsumexp of its scaled scores.
+void causalAttention(const float* q, const float* k, const float* v, float* o, float* lse, int64_t B, int64_t H, int64_t Hkv,
+                     int64_t T, int64_t D, float scale);
+void causalAttentionGrad(const float* dout, const float* q, const float* k, const float* v, const float* o,
+                         const float* lse, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Hkv, int64_t T,
+                         int64_t D, float scale);
+
 // Weighted cross-entropy over rows of logits z (R, V) with K targets t and weights w per row:
 // returns Σ_rk w_rk·(lse_r − z_r[t_rk]) and fills lse (R); the gradient scales by dy.
 double weightedCrossEntropy(const float* z, const int32_t* t, const float* w, float* lse, int64_t R, int64_t V, int64_t K);

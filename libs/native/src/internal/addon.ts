@@ -47,6 +47,21 @@ export interface Addon {
   swigluGrad(dy: Float32Array, gate: Float32Array, up: Float32Array, dgate: Float32Array, dup: Float32Array): void;
   /** Σ_rk w_rk·(lse_r − z_r[t_rk]); fills lse (R). */
   weightedCrossEntropy(z: Float32Array, t: Int32Array, w: Float32Array, lse: Float32Array, R: number, V: number, K: number): number;
+  /** dims = [B, H, Hkv, T, D]; fills o (B,H,T,D) and lse (B,H,T). */
+  causalAttention(q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, lse: Float32Array, dims: Int32Array, scale: number): void;
+  causalAttentionGrad(
+    dO: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    o: Float32Array,
+    lse: Float32Array,
+    dq: Float32Array,
+    dk: Float32Array,
+    dv: Float32Array,
+    dims: Int32Array,
+    scale: number,
+  ): void;
   weightedCrossEntropyGrad(dy: number, z: Float32Array, t: Int32Array, w: Float32Array, lse: Float32Array, dz: Float32Array, R: number, V: number, K: number): void;
 }
 

@@ -77,7 +77,35 @@ export const fusedKernels = (addon: Addon): ReadonlyArray<{ kernelName: string; 
     }
     return output(backend, logits.shape, "float32", dz);
   };
+  const dims = (q: tf.TensorInfo, k: tf.TensorInfo) => {
+    const [B, H, T, D] = q.shape;
+    return Int32Array.of(B, H, k.shape[1], T, D);
+  };
+  const causalAttention = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    const { q, k, v } = args.inputs;
+    const { scale } = args.attrs as { scale: number };
+    const [B, H, T] = q.shape;
+    const o = allocateF32(backend, tf.util.sizeFromShape(q.shape));
+    const lse = allocateF32(backend, B * H * T);
+    if (o.length > 0) addon.causalAttention(f32(backend, q), f32(backend, k), f32(backend, v), o, lse, dims(q, k), scale);
+    return [output(backend, q.shape, "float32", o), output(backend, [B, H, T], "float32", lse)];
+  };
+  const causalAttentionGrad = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    const { dy, q, k, v, o, lse } = args.inputs;
+    const { scale } = args.attrs as { scale: number };
+    const dq = allocateF32(backend, tf.util.sizeFromShape(q.shape));
+    const dk = allocateF32(backend, tf.util.sizeFromShape(k.shape));
+    const dv = allocateF32(backend, tf.util.sizeFromShape(v.shape));
+    if (dq.length > 0) {
+      addon.causalAttentionGrad(f32(backend, dy), f32(backend, q), f32(backend, k), f32(backend, v), f32(backend, o), f32(backend, lse), dq, dk, dv, dims(q, k), scale);
+    }
+    return [output(backend, q.shape, "float32", dq), output(backend, k.shape, "float32", dk), output(backend, v.shape, "float32", dv)];
+  };
   return [
+    { kernelName: KernelNames.causalAttention, kernelFunc: causalAttention as tf.KernelFunc },
+    { kernelName: KernelNames.causalAttentionGrad, kernelFunc: causalAttentionGrad as tf.KernelFunc },
     { kernelName: KernelNames.weightedCrossEntropy, kernelFunc: weightedCrossEntropy as tf.KernelFunc },
     { kernelName: KernelNames.weightedCrossEntropyGrad, kernelFunc: weightedCrossEntropyGrad as tf.KernelFunc },
     { kernelName: KernelNames.adamw, kernelFunc: adamw as tf.KernelFunc },
