@@ -1,14 +1,6 @@
-/** A small seeded PRNG (mulberry32) for test data; deterministic across runs and platforms. */
-export const mulberry32 = (seed: number): (() => number) => {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-};
+import { mulberry32 } from "@patchlm/core";
+
+export { mulberry32 };
 
 /** n uniform floats in [lo, hi) from a seed. */
 export const randomFloats = (n: number, seed: number, lo = -1, hi = 1): Float32Array => {
