@@ -103,6 +103,8 @@ const bagShape = (logits: tf.Tensor, targets: tf.Tensor): [number, number, numbe
   const V = logits.shape[logits.rank - 1];
   const K = targets.shape[targets.rank - 1];
   if (K < 1) fail("need at least one target per row");
+  // Targets are addressed by int32 flat offsets r·V + t.
+  if (R * V > 2 ** 31 - 1) fail(`R·V = ${R * V} logits exceed int32 offsets; use smaller micro-batches`);
   return [R, V, K];
 };
 
@@ -139,18 +141,17 @@ const weightedBag = (z: tf.Tensor2D, t: tf.Tensor2D, w: tf.Tensor2D): tf.Scalar 
     const picked = tf.gather(tf.reshape(logits, [R * V]), offsets);
     const value = tf.sum(tf.mul(w, tf.sub(lse, picked))) as tf.Scalar;
     // The forward runs inside the tape's own tidy: anything backward needs must be saved.
-    save([shifted, rowSum, t, w]);
+    save([shifted, rowSum, offsets, w]);
     return {
       value,
       gradFunc: (dy: tf.Tensor, saved: Array<tf.Tensor>) => {
-        const [e, s, t2, w2] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
-        const K = t2.shape[1];
+        const [e, s, at, w2] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+        const K = at.shape[1];
         const wdy = tf.mul(w2, dy); // (R,K) upstream scale folded into the weights
         // (R,1) Σ_k w_rk·dy / Σ_v exp(z − max): scales exp(z − max) straight to (Σ_k w_rk)·dy·p_r
         const rowScale = tf.div(tf.sum(wdy, 1, true), s);
-        const rows = tf.tile(tf.reshape(tf.range(0, R, 1, "int32"), [R, 1]), [1, K]); // (R,K)
-        const at = tf.reshape(tf.stack([rows, t2], 2), [R * K, 2]); // (R·K,2) <- (row, target)
-        const counts = tf.scatterND(at, tf.reshape(wdy, [R * K]), [R, V]); // (R,V), duplicates add up
+        // (R,V) <- each weight added at its flat offset r·V + t_rk; duplicates add up
+        const counts = tf.reshape(tf.scatterND(tf.reshape(at, [R * K, 1]), tf.reshape(wdy, [R * K]), [R * V]), [R, V]);
         return tf.sub(tf.mul(e, rowScale), counts);
       },
     };
