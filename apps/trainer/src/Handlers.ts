@@ -4,13 +4,14 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { FileSystem } from "@effect/platform";
-import { NodeContext } from "@effect/platform-node";
 import { Console, Effect, Either, HashMap, Layer, Option } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { ConfigError } from "@patchlm/core";
 import { Corpus, Prepare } from "@patchlm/data";
+import { Documents, Perplexity } from "@patchlm/eval";
 import { LossCurve, MetricRecord, MetricsSink, Progress } from "@patchlm/metrics";
+import { Model } from "@patchlm/model";
 import { Registry } from "@patchlm/patching";
 import { Bench, ConfigFile, RunConfig, RunFiles, Setup, Trainer } from "@patchlm/train";
 import * as Demo from "./Demo";
@@ -275,9 +276,36 @@ export const demo = Effect.fn("trainer.demo")(function* (o: {
   });
   const exists = fs.existsSync(path.join(runDir, Checkpoint.LATEST_FILE));
   const done = exists && (yield* Checkpoint.load(runDir)).manifest.step >= (yield* Setup.phasePlan(config)).totalSteps;
-  if (done) yield* Effect.logInfo(`demo: ${runDir} is complete; pass --fresh to train again`);
-  else yield* runTraining(config, { resume: exists, backend: get(o.backend) });
+  if (done) {
+    yield* Effect.logInfo(`demo: ${runDir} is complete; pass --fresh to train again`);
+    yield* ComputeBackend.make({ backend: get(o.backend) ?? config.backend });
+  } else yield* runTraining(config, { resume: exists, backend: get(o.backend) });
+  const final = yield* validationPerplexity(runDir);
+  yield* Effect.logInfo(
+    `demo: validation split (${final.tokens.toLocaleString("en-US")} tokens): loss ${final.loss.toFixed(4)}, ` +
+      `perplexity ${final.ppl.toFixed(2)}, ${final.bitsPerByte.toFixed(4)} bits/byte`,
+  );
   yield* Effect.logInfo(`demo: done in ${((performance.now() - started) / 1000).toFixed(1)}s; run directory ${runDir}`);
+  return final;
 });
 
-export const provideNode = <A, E, R>(e: Effect.Effect<A, E, R>) => Effect.provide(e, NodeContext.layer);
+/**
+ * Token-level loss, perplexity and bits per byte of a run's final weights over its whole
+ * validation split (every token scored once, with disjoint context windows), written to
+ * `<runDir>/validation.json`.
+ */
+export const validationPerplexity = Effect.fn("trainer.validationPerplexity")(function* (runDir: string) {
+  const config = yield* readRunConfig(runDir);
+  const result = yield* Effect.scoped(
+    Effect.gen(function* () {
+      const tokenizer = yield* RunFiles.loadTokenizer(runDir);
+      const model = yield* Effect.acquireRelease(RunFiles.loadModel(runDir), (m) => Effect.sync(() => Model.dispose(m.params)));
+      const stream = yield* Documents.validationStream(config.data, tokenizer);
+      return Perplexity.result(Perplexity.streamNll(model.params, model.cfg, stream.tokens, { batchSize: config.batch.microBatch }), stream.bytes);
+    }),
+  );
+  const file = path.join(runDir, "validation.json");
+  fs.writeFileSync(`${file}.tmp`, JSON.stringify(result, null, 2) + "\n");
+  fs.renameSync(`${file}.tmp`, file);
+  return result;
+});
