@@ -16,7 +16,7 @@ const constraints = (forTests) => {
     { sourceTag: "type:tensor", onlyDependOnLibsWithTags: ["type:pure", "type:tensor", ...t], bannedExternalImports: tensorBackends },
     {
       sourceTag: "type:native",
-      onlyDependOnLibsWithTags: ["type:pure", "type:native", ...t],
+      onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:native", ...t],
       bannedExternalImports: ["@tensorflow/tfjs-node", "@tensorflow/tfjs-node-gpu"],
     },
     { sourceTag: "type:backend", onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:native", "type:backend", ...t] },

@@ -6,6 +6,7 @@
  * the next patch with equal weight, averaged over the (row, slot) pairs. See method.md §2.
  */
 import * as tf from "@tensorflow/tfjs";
+import { Fused } from "@patchlm/fused";
 
 /** PyTorch's default `ignore_index`, which the official code inherits from `nll_loss`. */
 export const DEFAULT_IGNORE_INDEX = -100;
@@ -39,9 +40,10 @@ export interface TokenOptions {
  *
  * Without ignored targets: L = Σ_r (K·LSE(z_r) − Σ_k z_r[t_rk]) / (K·R), and
  * ∂L/∂z_r = (K·p_r − c_r)/(K·R), where c_r counts each vocabulary entry among the row's targets
- * (a duplicate target counts twice). The gradient is analytic (`tf.customGrad`): one logsumexp
- * per row and K gathers forward, one softmax and a scatter-add of R·K weights backward; nothing of
- * size R×K×V is ever built.
+ * (a duplicate target counts twice). It is `Fused.weightedCrossEntropy` with w_rk = 1/(K·R) (or the
+ * ignore-index weights below): one fused kernel where the backend has it, else an analytic
+ * gradient (one logsumexp per row and K gathers forward, one softmax and a scatter-add of R·K
+ * weights backward); nothing of size R×K×V is ever built.
  */
 export const bagCrossEntropy = (logits: tf.Tensor, targets: tf.Tensor, opts: BagOptions = {}): tf.Scalar => {
   const [R, V, K] = bagShape(logits, targets);
@@ -52,7 +54,7 @@ export const bagCrossEntropy = (logits: tf.Tensor, targets: tf.Tensor, opts: Bag
     const valid = tf.notEqual(t, tf.scalar(ignoreIndex, "int32")) as tf.Tensor2D; // (R,K) bool
     const safeT = tf.where(valid, t, tf.zerosLike(t)) as tf.Tensor2D; // ignored slots point at entry 0 with weight 0
     const weights = slotWeights(tf.cast(valid, "float32"), opts.reduction ?? "per-slot"); // (R,K)
-    return weightedBag(z, safeT, weights);
+    return Fused.weightedCrossEntropy(z, safeT, weights);
   });
 };
 
@@ -118,43 +120,4 @@ const slotWeights = (valid: tf.Tensor2D, reduction: IgnoreReduction): tf.Tensor2
   const slotsUsed = tf.sum(tf.cast(tf.greater(perSlot, 0), "float32")); // slots with a valid row
   // valid_rk / (n_k · S); with nothing ignored this is 1/(R·K) for every term.
   return tf.div(valid, tf.mul(tf.maximum(perSlot, 1), tf.maximum(slotsUsed, 1)));
-};
-
-/**
- * L = Σ_rk w_rk·(LSE(z_r) − z_r[t_rk]); ∂L/∂z_r = (Σ_k w_rk)·p_r − Σ_k w_rk·onehot(t_rk).
- * With w = 1/(K·R) this is (K·p − c)/(K·R) (method.md §2.3).
- */
-const weightedBag = (z: tf.Tensor2D, t: tf.Tensor2D, w: tf.Tensor2D): tf.Scalar => {
-  const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
-    const logits = args[0] as tf.Tensor2D;
-    const save = args[1] as tf.GradSaveFunc;
-    const [R, V] = logits.shape;
-    // logsumexp by hand, keeping exp(z − max) and its row sums: backward's softmax is then one
-    // division instead of a second pass of exp over R×V, the costliest elementwise op here.
-    const rowMax = tf.max(logits, 1, true); // (R,1)
-    const shifted = tf.exp(tf.sub(logits, rowMax)); // (R,V) exp(z − max)
-    const rowSum = tf.sum(shifted, 1, true); // (R,1)
-    const lse = tf.add(rowMax, tf.log(rowSum)); // (R,1)
-    // (R,K) <- z_r[t_rk], through flat offsets r·V + t_rk: the wasm backend's batched gather
-    // (batchDims = 1) reads out of bounds in tfjs 4.22.
-    const offsets = tf.add(tf.reshape(tf.mul(tf.range(0, R, 1, "int32"), tf.scalar(V, "int32")), [R, 1]), t);
-    const picked = tf.gather(tf.reshape(logits, [R * V]), offsets);
-    const value = tf.sum(tf.mul(w, tf.sub(lse, picked))) as tf.Scalar;
-    // The forward runs inside the tape's own tidy: anything backward needs must be saved.
-    save([shifted, rowSum, offsets, w]);
-    return {
-      value,
-      gradFunc: (dy: tf.Tensor, saved: Array<tf.Tensor>) => {
-        const [e, s, at, w2] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
-        const K = at.shape[1];
-        const wdy = tf.mul(w2, dy); // (R,K) upstream scale folded into the weights
-        // (R,1) Σ_k w_rk·dy / Σ_v exp(z − max): scales exp(z − max) straight to (Σ_k w_rk)·dy·p_r
-        const rowScale = tf.div(tf.sum(wdy, 1, true), s);
-        // (R,V) <- each weight added at its flat offset r·V + t_rk; duplicates add up
-        const counts = tf.reshape(tf.scatterND(tf.reshape(at, [R * K, 1]), tf.reshape(wdy, [R * K]), [R * V]), [R, V]);
-        return tf.sub(tf.mul(e, rowScale), counts);
-      },
-    };
-  });
-  return op(z) as tf.Scalar;
 };

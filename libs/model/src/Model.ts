@@ -1,5 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { Config, type ParamSpec } from "@patchlm/core";
+import { Fused } from "@patchlm/fused";
 import { KvCache } from "./internal/KvCache";
 import * as Rope from "./internal/Rope";
 import { Names, headName, make as makeTable, type LayerNames } from "./ParameterTable";
@@ -103,9 +104,9 @@ export const embed = (params: Params, cfg: Config.ModelConfig, ids: tf.Tensor2D)
 // y = x · Wᵀ with W stored [out, in] as in Hugging Face: (N,out) <- (N,in)
 const linear = (x: tf.Tensor2D, w: tf.Tensor): tf.Tensor2D => tf.matMul(x, w as tf.Tensor2D, false, true);
 
-// RMSNorm over the last axis (x's rows): x · rsqrt(mean(x²) + eps) · g
-const rmsNorm = (x: tf.Tensor2D, gain: tf.Tensor, eps: number): tf.Tensor2D =>
-  tf.mul(tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), 1, true), eps))), gain);
+// RMSNorm over the last axis (x's rows): x · rsqrt(mean(x²) + eps) · g, one kernel where the
+// backend has it
+const rmsNorm = (x: tf.Tensor2D, gain: tf.Tensor, eps: number): tf.Tensor2D => Fused.rmsNorm(x, gain, eps);
 
 /** Per-call constants shared by every layer. */
 interface StackContext {
@@ -117,7 +118,7 @@ interface StackContext {
   readonly rope: Rope.RopeTensors;
   /** RoPE tables for queries, pre-multiplied by 1/√D so the scores need no separate scaling. */
   readonly ropeQ: Rope.RopeTensors;
-  /** Additive causal mask (T,S), or undefined when no key is in any query's future. */
+  /** Additive causal mask (T,S) for the cached path, or undefined when no key is in any query's future. */
   readonly mask: tf.Tensor2D | undefined;
 }
 
@@ -140,42 +141,63 @@ const attention = (
   l: number,
   cache: KvCache | undefined,
 ): tf.Tensor2D => {
-  const { B, T, S } = ctx;
+  const { B, T } = ctx;
   const H = cfg.nHeads;
   const Hkv = Config.kvHeads(cfg);
-  const R = H / Hkv;
   const D = Config.headDim(cfg);
   // (B,T,H,D) and (B,T,Hkv,D) <- projections of (B·T,C)
   const q = Rope.apply(tf.reshape(linear(x, param(params, n.q)), [B, T, H, D]), ctx.ropeQ);
   const k = Rope.apply(tf.reshape(linear(x, param(params, n.k)), [B, T, Hkv, D]), ctx.rope);
   const v = tf.reshape(linear(x, param(params, n.v)), [B, T, Hkv, D]);
-  // (B,Hkv,D,T) and (B,Hkv,T,D): keys pre-transposed so QKᵀ is a plain batched product
-  let kT = tf.transpose(k, [0, 2, 3, 1]) as tf.Tensor4D;
-  let vH = tf.transpose(v, [0, 2, 1, 3]) as tf.Tensor4D;
-  if (cache !== undefined) {
-    const all = cache.append(l, kT, vH);
-    kT = all.keys;
-    vH = all.values;
-  }
+  // (B,H,T,D) <- (B,T,H,D)
+  const qH = tf.transpose(q, [0, 2, 1, 3]) as tf.Tensor4D;
+  const vH = tf.transpose(v, [0, 2, 1, 3]) as tf.Tensor4D;
+  // Training and full-sequence passes: one fused causal attention (queries already carry 1/√D).
+  const out =
+    cache === undefined
+      ? Fused.causalAttention(qH, tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D, vH, 1)
+      : cachedAttention(qH, k, vH, cfg, ctx, l, cache);
+  // (B·T,C) <- (B,T,H,D) <- (B,H,T,D)
+  const merged = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [B * T, H * D]) as tf.Tensor2D;
+  return linear(merged, param(params, n.o));
+};
+
+/**
+ * Attention of T new queries qH (B,H,T,D) over the cached keys and values plus the new ones
+ * k (B,T,Hkv,D), vH (B,Hkv,T,D), which are appended to layer l's cache: (B,H,T,D).
+ */
+const cachedAttention = (
+  qH: tf.Tensor4D,
+  k: tf.Tensor4D,
+  vH: tf.Tensor4D,
+  cfg: Config.ModelConfig,
+  ctx: StackContext,
+  l: number,
+  cache: KvCache,
+): tf.Tensor4D => {
+  const { B, T, S } = ctx;
+  const H = cfg.nHeads;
+  const Hkv = Config.kvHeads(cfg);
+  const R = H / Hkv;
+  const D = Config.headDim(cfg);
+  // (B,Hkv,D,T): keys pre-transposed so QKᵀ is a plain batched product
+  const all = cache.append(l, tf.transpose(k, [0, 2, 3, 1]) as tf.Tensor4D, vH);
   // GQA without repeating K/V: query heads h = g·R + r share kv head g, so (B,H,T,D) viewed as
   // (B·Hkv, R·T, D) lines every query of group g up against that group's keys.
-  const qG = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [B * Hkv, R * T, D]);
+  const qG = tf.reshape(qH, [B * Hkv, R * T, D]);
   // (B·H,T,S) <- (B·Hkv,R·T,D)·(B·Hkv,D,S)
-  let scores = tf.reshape(tf.matMul(qG, tf.reshape(kT, [B * Hkv, D, S])), [B * H, T, S]);
+  let scores = tf.reshape(tf.matMul(qG, tf.reshape(all.keys, [B * Hkv, D, S])), [B * H, T, S]);
   if (ctx.mask !== undefined) scores = tf.add(scores, ctx.mask) as tf.Tensor3D;
   const probs = tf.reshape(tf.softmax(scores), [B * Hkv, R * T, S]);
   // (B·Hkv,R·T,D) <- (B·Hkv,R·T,S)·(B·Hkv,S,D)
-  const out = tf.matMul(probs, tf.reshape(vH, [B * Hkv, S, D]));
-  // (B·T,C) <- (B,T,H,D) <- (B,H,T,D)
-  const merged = tf.reshape(tf.transpose(tf.reshape(out, [B, H, T, D]), [0, 2, 1, 3]), [B * T, H * D]) as tf.Tensor2D;
-  return linear(merged, param(params, n.o));
+  return tf.reshape(tf.matMul(probs, tf.reshape(all.values, [B * Hkv, S, D])), [B, H, T, D]) as tf.Tensor4D;
 };
 
 // SwiGLU: down(silu(gate(x)) ⊙ up(x)), silu(g) = g·σ(g)
 const mlp = (x: tf.Tensor2D, n: LayerNames, params: Params): tf.Tensor2D => {
   const g = linear(x, param(params, n.gate));
   const u = linear(x, param(params, n.up));
-  return linear(tf.mul(tf.mul(g, tf.sigmoid(g)), u), param(params, n.down));
+  return linear(Fused.swiglu(g, u), param(params, n.down));
 };
 
 /**
@@ -212,7 +234,8 @@ export const hidden = (
       S: past + T,
       rope: Rope.tensors(D, cfg.ropeBase, cfg.contextLength, offset, T),
       ropeQ: Rope.tensors(D, cfg.ropeBase, cfg.contextLength, offset, T, 1 / Math.sqrt(D)),
-      mask: causalMask(past, T),
+      // only the cached path masks scores itself; causal attention masks inside
+      mask: cache === undefined ? undefined : causalMask(past, T),
     };
     // (B·T,C): the residual stream stays 2-D between layers
     let h = tf.reshape(x, [B * T, C]) as tf.Tensor2D;

@@ -1,9 +1,10 @@
 import * as tf from "@tensorflow/tfjs";
 import { expectNoTensorLeak } from "@patchlm/testing";
-import { Fused } from "../src";
+import { Fused } from "@patchlm/fused";
 import { describeNative, expectNativeMatchesCpu, rand } from "./support";
 
-// On cpu no fused kernel is registered, so the same calls run the pure-tfjs definitions.
+// On cpu no fused kernel is registered, so the same calls run the pure-tfjs definitions of
+// @patchlm/fused (tested there against float64 references).
 describeNative("Fused ops: native kernels against their tfjs definitions", () => {
   it("runs the fused kernels on native and the fallbacks on cpu", async () => {
     await tf.setBackend("native");

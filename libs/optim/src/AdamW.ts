@@ -1,6 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { Data, Either } from "effect";
 import type { ParamSpec } from "@patchlm/core";
+import { Fused } from "@patchlm/fused";
 import type { Grads, Params } from "./Gradients";
 
 /**
@@ -69,7 +70,7 @@ export interface Optimizer {
   readonly importState: (state: State) => Either.Either<void, StateError>;
   /** Zero m and v and the step count: the paper's optimizer reset at the patch → token switch. */
   readonly reset: () => void;
-  /** Free m, v and the optimizer's constants. The parameters stay with their owner. */
+  /** Free m and v. The parameters stay with their owner. */
   readonly dispose: () => void;
 }
 
@@ -109,11 +110,6 @@ export const make = (params: Params, specs: ReadonlyArray<ParamSpec>, options: P
       v: zeroVariable(param),
     });
   }
-  const beta1 = tf.scalar(o.beta1);
-  const beta2 = tf.scalar(o.beta2);
-  const oneMinusBeta1 = tf.scalar(1 - o.beta1);
-  const oneMinusBeta2 = tf.scalar(1 - o.beta2);
-  const eps = tf.scalar(o.eps);
   let t = 0;
 
   const checkNames = (grads: Grads) => {
@@ -129,21 +125,17 @@ export const make = (params: Params, specs: ReadonlyArray<ParamSpec>, options: P
     t += 1;
     const bc1 = 1 - Math.pow(o.beta1, t);
     const bc2 = 1 - Math.pow(o.beta2, t);
+    const shared = { beta1: o.beta1, beta2: o.beta2, eps: o.eps, invSqrtBc2: 1 / Math.sqrt(bc2), stepSize: lr / bc1 };
+    const decayed: Fused.AdamWAttrs = { ...shared, shrink: 1 - lr * o.weightDecay };
+    const plain: Fused.AdamWAttrs = { ...shared, shrink: 1 };
     tf.tidy(() => {
-      const stepSize = tf.scalar(lr / bc1);
-      const invSqrtBc2 = tf.scalar(1 / Math.sqrt(bc2));
-      const shrink = tf.scalar(1 - lr * o.weightDecay);
-      // a gradient scale s folds into the moment coefficients: (1−β1)·s·g and (1−β2)·s²·g²
-      const s = opts.gradScale;
-      const c1 = s === undefined ? oneMinusBeta1 : tf.mul(oneMinusBeta1, s);
-      const c2 = s === undefined ? oneMinusBeta2 : tf.mul(oneMinusBeta2, tf.square(s));
       for (const [name, slot] of slots) {
-        const g = grads[name];
-        slot.m.assign(tf.add(tf.mul(slot.m, beta1), tf.mul(g, c1)));
-        slot.v.assign(tf.add(tf.mul(slot.v, beta2), tf.mul(tf.square(g), c2)));
-        const p = slot.decay ? tf.mul(slot.param, shrink) : slot.param;
-        const denom = tf.add(tf.mul(tf.sqrt(slot.v), invSqrtBc2), eps);
-        slot.param.assign(tf.sub(p, tf.mul(tf.div(slot.m, denom), stepSize)));
+        // one fused update where the backend has it; the gradient scale s folds into the moment
+        // coefficients (1−β1)·s·g and (1−β2)·s²·g², so no scaled copy of g is made
+        const next = Fused.adamw(slot.param, slot.m, slot.v, grads[name], slot.decay ? decayed : plain, opts.gradScale);
+        slot.m.assign(next.m);
+        slot.v.assign(next.v);
+        slot.param.assign(next.param);
       }
     });
   };
@@ -211,7 +203,6 @@ export const make = (params: Params, specs: ReadonlyArray<ParamSpec>, options: P
       slot.v.dispose();
     }
     slots.clear();
-    tf.dispose([beta1, beta2, oneMinusBeta1, oneMinusBeta2, eps]);
   };
 
   return {

@@ -39,7 +39,7 @@ export interface Addon {
   gather(x: Float32Array | Int32Array, indices: Int32Array, out: Float32Array | Int32Array, outer: number, axisSize: number, inner: number): number;
   /** out (rows, inner) += updates (n, inner) at rowIds; ids outside [0, rows) are skipped. */
   scatterAdd(updates: Float32Array, rowIds: Int32Array, out: Float32Array, rows: number, inner: number): void;
-  /** h = [beta1, beta2, c1, c2, eps, invSqrtBc2, shrink, stepSize]; see Fused.adamw. */
+  /** h = [beta1, beta2, c1, c2, eps, invSqrtBc2, shrink, stepSize]; see @patchlm/fused Fused.adamw. */
   adamw(p: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, pOut: Float32Array, mOut: Float32Array, vOut: Float32Array, h: Float32Array): void;
   rmsNorm(x: Float32Array, gain: Float32Array, y: Float32Array, rows: number, cols: number, eps: number): void;
   rmsNormGrad(dy: Float32Array, x: Float32Array, gain: Float32Array, dx: Float32Array, dgain: Float32Array, rows: number, cols: number, eps: number): void;

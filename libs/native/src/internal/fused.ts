@@ -1,9 +1,9 @@
 import * as tf from "@tensorflow/tfjs";
-import { KernelNames } from "../Fused";
+import { Fused } from "@patchlm/fused";
 import type { Addon } from "./addon";
 import { allocateF32, f32, i32, type KernelArgs, output } from "./kernelUtil";
 
-/** The native implementations of the kernels named in Fused.KernelNames (all float32). */
+/** The native implementations of the kernels named in @patchlm/fused's Fused.KernelNames (all float32). */
 export const fusedKernels = (addon: Addon): ReadonlyArray<{ kernelName: string; kernelFunc: tf.KernelFunc }> => {
   const adamw = (args: KernelArgs) => {
     const backend = args.backend as Parameters<typeof f32>[0];
@@ -104,14 +104,14 @@ export const fusedKernels = (addon: Addon): ReadonlyArray<{ kernelName: string; 
     return [output(backend, q.shape, "float32", dq), output(backend, k.shape, "float32", dk), output(backend, v.shape, "float32", dv)];
   };
   return [
-    { kernelName: KernelNames.causalAttention, kernelFunc: causalAttention as tf.KernelFunc },
-    { kernelName: KernelNames.causalAttentionGrad, kernelFunc: causalAttentionGrad as tf.KernelFunc },
-    { kernelName: KernelNames.weightedCrossEntropy, kernelFunc: weightedCrossEntropy as tf.KernelFunc },
-    { kernelName: KernelNames.weightedCrossEntropyGrad, kernelFunc: weightedCrossEntropyGrad as tf.KernelFunc },
-    { kernelName: KernelNames.adamw, kernelFunc: adamw as tf.KernelFunc },
-    { kernelName: KernelNames.rmsNorm, kernelFunc: rmsNorm as tf.KernelFunc },
-    { kernelName: KernelNames.rmsNormGrad, kernelFunc: rmsNormGrad as tf.KernelFunc },
-    { kernelName: KernelNames.swiglu, kernelFunc: swiglu as tf.KernelFunc },
-    { kernelName: KernelNames.swigluGrad, kernelFunc: swigluGrad as tf.KernelFunc },
+    { kernelName: Fused.KernelNames.causalAttention, kernelFunc: causalAttention as tf.KernelFunc },
+    { kernelName: Fused.KernelNames.causalAttentionGrad, kernelFunc: causalAttentionGrad as tf.KernelFunc },
+    { kernelName: Fused.KernelNames.weightedCrossEntropy, kernelFunc: weightedCrossEntropy as tf.KernelFunc },
+    { kernelName: Fused.KernelNames.weightedCrossEntropyGrad, kernelFunc: weightedCrossEntropyGrad as tf.KernelFunc },
+    { kernelName: Fused.KernelNames.adamw, kernelFunc: adamw as tf.KernelFunc },
+    { kernelName: Fused.KernelNames.rmsNorm, kernelFunc: rmsNorm as tf.KernelFunc },
+    { kernelName: Fused.KernelNames.rmsNormGrad, kernelFunc: rmsNormGrad as tf.KernelFunc },
+    { kernelName: Fused.KernelNames.swiglu, kernelFunc: swiglu as tf.KernelFunc },
+    { kernelName: Fused.KernelNames.swigluGrad, kernelFunc: swigluGrad as tf.KernelFunc },
   ];
 };

@@ -8,9 +8,9 @@ import * as tf from "@tensorflow/tfjs";
  * are tested against. The ops carry gradients either way: the fused path through gradients
  * registered here, calling the backward kernels.
  *
- * This module depends on nothing but @tensorflow/tfjs, so that the tensor libs (model, losses,
- * optim) can use it without depending on a backend; see the kernel names below for the contract
- * a backend implements.
+ * This lib depends on nothing but @tensorflow/tfjs, so that the tensor libs (model, losses, optim)
+ * use it without depending on a backend; the kernel names below are the contract a backend
+ * implements (@patchlm/native registers them for `native`).
  */
 
 /** Kernel names, inputs, attributes and outputs: the contract a backend implements. */
@@ -127,14 +127,26 @@ export const causalAttention = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, 
     const [B, H, T, D] = q.shape;
     const Hkv = k.shape[1];
     const R = H / Hkv;
-    // (B·Hkv, R·T, D): the R query heads of a group, one after another, against its keys
+    // GQA without repeating K/V: query heads h = g·R + r share kv head g, so (B,H,T,D) viewed as
+    // (B·Hkv, R·T, D) lines every query of group g up against that group's keys.
     const qG = tf.reshape(q, [B * Hkv, R * T, D]);
-    const scores = tf.mul(tf.matMul(qG, tf.reshape(k, [B * Hkv, T, D]), false, true), scale); // (B·Hkv,R·T,T)
-    const future = tf.sub(1, tf.linalg.bandPart(tf.ones([T, T]), -1, 0)); // 1 above the diagonal
-    const mask = tf.tile(tf.mul(future, -1e9), [R, 1]); // (R·T,T)
-    const probs = tf.softmax(tf.add(scores, mask));
+    // (B·H,T,T) <- (B·Hkv,R·T,D)·(B·Hkv,T,D)ᵀ; a scale of 1 (queries pre-scaled) costs nothing
+    const raw = tf.reshape(tf.matMul(qG, tf.reshape(k, [B * Hkv, T, D]), false, true), [B * H, T, T]);
+    const scores = scale === 1 ? raw : tf.mul(raw, scale);
+    const mask = causalMask(T);
+    const probs = tf.reshape(tf.softmax(mask === undefined ? scores : tf.add(scores, mask)), [B * Hkv, R * T, T]);
+    // (B·Hkv,R·T,D) <- (B·Hkv,R·T,T)·(B·Hkv,T,D)
     return tf.reshape(tf.matMul(probs, tf.reshape(v, [B * Hkv, T, D])), [B, H, T, D]) as tf.Tensor4D;
   });
+};
+
+// Additive (T,T) mask, −1e9 above the diagonal: finite, so exp underflows to an exact 0 without
+// ever forming inf − inf. Built on the host: one upload, no mask ops on the tape.
+const causalMask = (T: number): tf.Tensor2D | undefined => {
+  if (T === 1) return undefined;
+  const m = new Float32Array(T * T);
+  for (let i = 0; i < T - 1; i++) m.fill(-1e9, i * T + i + 1, (i + 1) * T);
+  return tf.tensor2d(m, [T, T]);
 };
 
 /**
@@ -152,15 +164,49 @@ export const weightedCrossEntropy = (logits: tf.Tensor2D, targets: tf.Tensor2D, 
     lse.dispose();
     return loss as tf.Scalar;
   }
-  return tf.tidy(() => {
+  return tf.tidy(() => weightedBag(logits, targets, weights));
+};
+
+/**
+ * The fallback, with an analytic gradient (`tf.customGrad`): one logsumexp per row and K gathers
+ * forward, one division and a scatter-add of R·K weights backward; nothing of size R×K×V is built,
+ * and no gather gradient (UnsortedSegmentSum: O(V·R·K) on cpu, missing on wasm) is needed.
+ */
+const weightedBag = (z: tf.Tensor2D, t: tf.Tensor2D, w: tf.Tensor2D): tf.Scalar => {
+  const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const logits = args[0] as tf.Tensor2D;
+    const save = args[1] as tf.GradSaveFunc;
     const [R, V] = logits.shape;
-    const lse = tf.logSumExp(logits, 1, true); // (R,1)
-    // z_r[t_rk] through flat offsets r·V + t_rk, ignored targets clamped into range (weight 0)
-    const inRange = tf.maximum(tf.minimum(targets, tf.scalar(V - 1, "int32")), tf.scalar(0, "int32"));
+    // logsumexp by hand, keeping exp(z − max) and its row sums: backward's softmax is then one
+    // division instead of a second pass of exp over R×V, the costliest elementwise op here.
+    const rowMax = tf.max(logits, 1, true); // (R,1)
+    const shifted = tf.exp(tf.sub(logits, rowMax)); // (R,V) exp(z − max)
+    const rowSum = tf.sum(shifted, 1, true); // (R,1)
+    const lse = tf.add(rowMax, tf.log(rowSum)); // (R,1)
+    // (R,K) <- z_r[t_rk], through flat offsets r·V + t_rk: the wasm backend's batched gather
+    // (batchDims = 1) reads out of bounds in tfjs 4.22. Ignored targets are clamped into range
+    // (their weight is 0).
+    const inRange = tf.maximum(tf.minimum(t, tf.scalar(V - 1, "int32")), tf.scalar(0, "int32"));
     const offsets = tf.add(tf.reshape(tf.mul(tf.range(0, R, 1, "int32"), tf.scalar(V, "int32")), [R, 1]), inRange);
-    const picked = tf.gather(tf.reshape(logits, [R * V]), offsets); // (R,K)
-    return tf.sum(tf.mul(weights, tf.sub(lse, picked))) as tf.Scalar;
+    const picked = tf.gather(tf.reshape(logits, [R * V]), offsets);
+    const value = tf.sum(tf.mul(w, tf.sub(lse, picked))) as tf.Scalar;
+    // The forward runs inside the tape's own tidy: anything backward needs must be saved.
+    save([shifted, rowSum, offsets, w]);
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, saved: Array<tf.Tensor>) => {
+        const [e, s, at, w2] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+        const K = at.shape[1];
+        const wdy = tf.mul(w2, dy); // (R,K) upstream scale folded into the weights
+        // (R,1) Σ_k w_rk·dy / Σ_v exp(z − max): scales exp(z − max) straight to (Σ_k w_rk)·dy·p_r
+        const rowScale = tf.div(tf.sum(wdy, 1, true), s);
+        // (R,V) <- each weight added at its flat offset r·V + t_rk; duplicates add up
+        const counts = tf.reshape(tf.scatterND(tf.reshape(at, [R * K, 1]), tf.reshape(wdy, [R * K]), [R * V]), [R, V]);
+        return tf.sub(tf.mul(e, rowScale), counts);
+      },
+    };
   });
+  return op(z) as tf.Scalar;
 };
 
 /**

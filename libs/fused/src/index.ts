@@ -1,0 +1,1 @@
+export * as Fused from "./Fused";

@@ -1,0 +1,3 @@
+import { fusedSuite } from "./fusedSuite";
+
+fusedSuite("cpu");
