@@ -121,7 +121,8 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
     yield* RunFiles.copyTokenizer(config.data, runDir);
   }
   const peakFlops = backend.peakGflops === undefined ? undefined : backend.peakGflops * 1e9;
-  const startStep = opts.resume ? ((yield* Checkpoint.load(runDir).pipe(Effect.map((l) => l.manifest.step))) ?? 0) : 0;
+  // Only the step, for the progress bar: the listing reads no tensors (the trainer loads them).
+  const startStep = opts.resume ? ((yield* Checkpoint.list(runDir)).find((c) => c.isLatest)?.step ?? 0) : 0;
   const services = Layer.mergeAll(
     RunFiles.tokenizerLayer(config.data),
     MetricsSink.layer({ runDir, logLines: { totalSteps: plan.totalSteps, peakFlopsPerSecond: peakFlops } }),
