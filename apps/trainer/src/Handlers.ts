@@ -276,7 +276,8 @@ export const demo = Effect.fn("trainer.demo")(function* (o: {
     onRight: (c) => Effect.succeed(c),
   });
   const exists = fs.existsSync(path.join(runDir, Checkpoint.LATEST_FILE));
-  const done = exists && (yield* Checkpoint.load(runDir)).manifest.step >= (yield* Setup.phasePlan(config)).totalSteps;
+  const latestStep = exists ? ((yield* Checkpoint.list(runDir)).find((c) => c.isLatest)?.step ?? 0) : 0;
+  const done = exists && latestStep >= (yield* Setup.phasePlan(config)).totalSteps;
   if (done) {
     yield* Effect.logInfo(`demo: ${runDir} is complete; pass --fresh to train again`);
     yield* ComputeBackend.make({ backend: get(o.backend) ?? config.backend });
