@@ -3,7 +3,6 @@
  * its handler in Handlers.ts.
  */
 import { Args, Command, Options } from "@effect/cli";
-import { Option } from "effect";
 import * as Handlers from "./Handlers";
 
 const backend = Options.choice("backend", ["auto", "tensorflow", "native", "wasm", "cpu"]).pipe(
@@ -112,4 +111,3 @@ export const command = Command.make("trainer").pipe(
 );
 
 export type TrainFlags = Command.Command.ParseConfig<typeof trainOptions>;
-export const optionalValue = <A>(o: Option.Option<A>): A | undefined => Option.getOrUndefined(o);

@@ -14,6 +14,7 @@ import { LossCurve, MetricRecord, MetricsSink, Progress } from "@patchlm/metrics
 import { Model } from "@patchlm/model";
 import { Registry } from "@patchlm/patching";
 import { Bench, ConfigFile, RunConfig, RunFiles, Setup, Trainer } from "@patchlm/train";
+import type * as Cli from "./Cli";
 import * as Demo from "./Demo";
 import * as Tokenizers from "./Tokenizers";
 import { packageVersions } from "./Versions";
@@ -59,27 +60,8 @@ export const prepare = Effect.fn("trainer.prepare")(function* (o: PrepareOptions
 
 // --- train / resume --------------------------------------------------------------------------
 
-export interface TrainFlags {
-  readonly config: Option.Option<string>;
-  readonly name: Option.Option<string>;
-  readonly runsDir: Option.Option<string>;
-  readonly data: Option.Option<string>;
-  readonly preset: Option.Option<string>;
-  readonly patchSize: Option.Option<number>;
-  readonly patchFraction: Option.Option<number>;
-  readonly strategy: Option.Option<string>;
-  readonly switchPolicy: Option.Option<"reset" | "continue">;
-  readonly tokens: Option.Option<number>;
-  readonly batchTokens: Option.Option<number>;
-  readonly seqLen: Option.Option<number>;
-  readonly microBatch: Option.Option<number>;
-  readonly lr: Option.Option<number>;
-  readonly warmup: Option.Option<number>;
-  readonly seed: Option.Option<number>;
-  readonly backend: Option.Option<RunConfig.RunConfig["backend"]>;
-  readonly maxSteps: Option.Option<number>;
-  readonly set: Option.Option<HashMap.HashMap<string, string>>;
-}
+/** The train command's parsed flags (declared once, in Cli.ts). */
+export type TrainFlags = Cli.TrainFlags;
 
 const defined = (o: Record<string, unknown>): Record<string, unknown> | undefined => {
   const entries = Object.entries(o).filter(([, v]) => v !== undefined);
