@@ -292,10 +292,10 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
         const ids = batches.map((b) => tf.tensor2d(b.tokens, [b.rows, b.windowLength], "int32"));
         const result = step(ids, lr);
         tf.dispose(ids);
-        // One scalar read per step: cheap on CPU backends, and the non-finite check needs it anyway.
-        const loss = result.loss.dataSync()[0];
-        const gradNorm = result.gradNorm.dataSync()[0];
-        tf.dispose([result.loss, result.gradNorm]);
+        // One host read per step for both scalars (the step's non-finite check already synced).
+        const both = tf.tidy(() => tf.stack([result.loss, result.gradNorm]));
+        const [loss, gradNorm] = both.dataSync();
+        tf.dispose([both, result.loss, result.gradNorm]);
 
         globalStep += 1;
         phaseStep += 1;
