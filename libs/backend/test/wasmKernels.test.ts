@@ -1,31 +1,16 @@
 import * as tf from "@tensorflow/tfjs";
-import { expectClose, expectNoTensorLeak, randomFloats, randomInts, runTest } from "@patchlm/testing";
+import { type Compute, expectMatchesCpu, expectNoTensorLeak, randomInts, randomTensor, runTest } from "@patchlm/testing";
 import { Logger, LogLevel } from "effect";
 import { ComputeBackend } from "../src";
-
-type Compute = () => tf.Tensor | Array<tf.Tensor>;
-
-/** Run `compute` on a backend and return plain copies of its outputs. */
-const on = async (backend: string, compute: Compute): Promise<Array<Float32Array>> => {
-  await tf.setBackend(backend);
-  return tf.tidy(() => {
-    const out = compute();
-    return (Array.isArray(out) ? out : [out]).map((t) => Float32Array.from(t.dataSync()));
-  });
-};
 
 /**
  * The same computation on wasm (with the fixes) and on cpu, compared output by output. A
  * different `reference` computation can stand in on cpu where the cpu kernel itself is wrong.
  */
-const expectWasmMatchesCpu = async (label: string, compute: Compute, atol = 1e-4, reference = compute): Promise<void> => {
-  const expected = await on("cpu", reference);
-  const actual = await on("wasm", compute);
-  expect(actual.length).toBe(expected.length);
-  actual.forEach((a, i) => expectClose(a, expected[i], { atol, rtol: 1e-4, label: `${label} output ${i}` }));
-};
+const expectWasmMatchesCpu = (label: string, compute: Compute, atol = 1e-4, reference = compute): Promise<void> =>
+  expectMatchesCpu("wasm", label, compute, { atol, reference });
 
-const rand = (shape: Array<number>, seed: number) => tf.tensor(randomFloats(tf.util.sizeFromShape(shape), seed), shape);
+const rand = (shape: Array<number>, seed: number) => randomTensor(shape, seed);
 
 beforeAll(() => runTest(ComputeBackend.make({ backend: "wasm" }).pipe(Logger.withMinimumLogLevel(LogLevel.None))));
 

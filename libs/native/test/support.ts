@@ -1,5 +1,4 @@
-import * as tf from "@tensorflow/tfjs";
-import { expectClose, randomFloats } from "@patchlm/testing";
+import { type Compute, expectMatchesCpu, randomTensor } from "@patchlm/testing";
 import { NativeBackend } from "../src";
 
 /**
@@ -13,30 +12,8 @@ if (registration._tag === "Unavailable" && process.env.CI !== undefined) {
 }
 export const describeNative = nativeAvailable ? describe : describe.skip;
 
-export type Compute = () => tf.Tensor | Array<tf.Tensor>;
+/** `compute` on native against the cpu backend (see `expectMatchesCpu`). */
+export const expectNativeMatchesCpu = (label: string, compute: Compute, atol = 1e-4, rtol = 1e-4, reference = compute): Promise<void> =>
+  expectMatchesCpu("native", label, compute, { atol, rtol, reference });
 
-/** Outputs of `compute` on one backend, as plain copies. */
-export const outputsOn = async (backend: string, compute: Compute): Promise<Array<{ shape: Array<number>; values: Float32Array }>> => {
-  await tf.setBackend(backend);
-  return tf.tidy(() => {
-    const out = compute();
-    return (Array.isArray(out) ? out : [out]).map((t) => ({ shape: t.shape, values: Float32Array.from(t.dataSync()) }));
-  });
-};
-
-/**
- * `compute` on native against the cpu backend: same shapes, values within tolerance. A different
- * `reference` computation can stand in on cpu where the cpu kernel itself is wrong.
- */
-export const expectNativeMatchesCpu = async (label: string, compute: Compute, atol = 1e-4, rtol = 1e-4, reference = compute): Promise<void> => {
-  const expected = await outputsOn("cpu", reference);
-  const actual = await outputsOn("native", compute);
-  expect(actual.length).toBe(expected.length);
-  actual.forEach((a, i) => {
-    expect(a.shape).toEqual(expected[i].shape);
-    expectClose(a.values, expected[i].values, { atol, rtol, label: `${label} output ${i}` });
-  });
-};
-
-export const rand = (shape: Array<number>, seed: number, lo = -1, hi = 1): tf.Tensor =>
-  tf.tensor(randomFloats(tf.util.sizeFromShape(shape), seed, lo, hi), shape);
+export const rand = randomTensor;
