@@ -106,7 +106,10 @@ const probe = (name: BackendName, threads: number | undefined): Effect.Effect<Pr
             threads: Math.max(info.blasThreads, info.poolThreads),
             detail: [
               info.blas,
-              `core ${info.blasCore} (OPENBLAS_CORETYPE=${info.coretype ?? "unset"})`,
+              `core ${info.blasCore} (OPENBLAS_CORETYPE=${info.coretype ?? "unset"}` +
+                (info.blasCoreDetected === undefined
+                  ? ")"
+                  : `; OpenBLAS 0.3.21 misdetected this CPU as ${info.blasCoreDetected}, core chosen by CPU features as upstream OpenBLAS does; PATCHLM_BLAS_REDETECT=0 keeps OpenBLAS's pick)`),
               `${info.kernels.length} native kernels`,
               ...[NativeBackend.advice(info)].filter((a) => a !== undefined),
             ].join("; "),

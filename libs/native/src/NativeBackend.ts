@@ -20,7 +20,12 @@ export interface Info {
   readonly blas: string;
   /** The kernel set OpenBLAS picked for this CPU (e.g. "Haswell", "SkylakeX", "Prescott"). */
   readonly blasCore: string;
-  /** OPENBLAS_CORETYPE as found in the environment; this lib never sets it. */
+  /**
+   * The core OpenBLAS picked by itself, when the addon replaced it (OpenBLAS 0.3.21 gives current
+   * Xeons its SSE3 "Prescott" kernels; see `Options.redetectBlasCore`).
+   */
+  readonly blasCoreDetected?: string;
+  /** OPENBLAS_CORETYPE as found in the environment; this lib never changes it. */
   readonly coretype: string | undefined;
   readonly blasThreads: number;
   /** Threads of the addon's own pool for elementwise work (including the calling thread). */
@@ -39,6 +44,13 @@ export interface Options {
    * core. The backend service passes the project setting (PATCHLM_THREADS) here.
    */
   readonly threads?: number;
+  /**
+   * Apply upstream OpenBLAS's fix for CPUs that 0.3.21 misdetects (default true; the environment
+   * variable PATCHLM_BLAS_REDETECT=0 turns it off). Only acts when OPENBLAS_CORETYPE is unset and
+   * OpenBLAS chose SSE-only kernels on a CPU with AVX; then it picks the core by CPU features, as
+   * OpenBLAS ≥ 0.3.22 does for models it does not know.
+   */
+  readonly redetectBlasCore?: boolean;
 }
 
 const nativeKernels = (addon: Addon): ReadonlyArray<tf.KernelConfig> =>
@@ -63,17 +75,19 @@ const nativeKernels = (addon: Addon): ReadonlyArray<tf.KernelConfig> =>
   ].map((k) => ({ ...k, backendName }));
 
 let registered: Info | undefined;
+let blasCoreDetected: string | undefined;
 
 const envThreads = (): number | undefined => {
   const n = Number(process.env.OPENBLAS_NUM_THREADS);
   return Number.isInteger(n) && n > 0 ? n : undefined;
 };
 
-const readInfo = (addon: Addon, kernels: ReadonlyArray<string>): Info => {
+const readInfo = (addon: Addon, kernels: ReadonlyArray<string>, blasCoreDetected: string | undefined): Info => {
   const i = addon.info();
   return {
     blas: i.blasConfig,
     blasCore: i.blasCore,
+    ...(blasCoreDetected !== undefined && blasCoreDetected !== i.blasCore ? { blasCoreDetected } : {}),
     coretype: process.env.OPENBLAS_CORETYPE,
     blasThreads: i.blasThreads,
     poolThreads: i.poolThreads,
@@ -90,6 +104,12 @@ export const register = (options: Options = {}): Registration => {
   const loaded = loadAddon();
   if (loaded._tag === "Missing") return { _tag: "Unavailable", reason: loaded.reason };
   const addon = loaded.addon;
+  if (registered === undefined) {
+    // Before the first BLAS call: OpenBLAS may only be re-initialised while idle.
+    const detected = addon.info().blasCore;
+    const redetect = options.redetectBlasCore ?? process.env.PATCHLM_BLAS_REDETECT !== "0";
+    blasCoreDetected = redetect && addon.redetectBlasCore() !== detected ? detected : undefined;
+  }
   const threads = options.threads ?? envThreads() ?? availableParallelism();
   addon.setThreads(threads, threads);
   if (registered === undefined) {
@@ -100,9 +120,9 @@ export const register = (options: Options = {}): Registration => {
     }
     for (const config of natives) tf.registerKernel(config);
     tf.registerBackend(backendName, () => new NativeMathBackend(), 0);
-    registered = readInfo(addon, [...overridden]);
+    registered = readInfo(addon, [...overridden], blasCoreDetected);
   }
-  registered = readInfo(addon, registered.kernels);
+  registered = readInfo(addon, registered.kernels, blasCoreDetected);
   return { _tag: "Registered", info: registered };
 };
 
@@ -111,7 +131,7 @@ const sseOnlyCores = new Set(["Prescott", "Core2", "Penryn", "Dunnington", "Neha
 /**
  * Advice when OpenBLAS picked slow kernels. OpenBLAS 0.3.21 does not recognise the virtual CPUs
  * of these machines and falls back to its SSE3 "Prescott" kernels (about 19 GFLOP/s instead of
- * 100-450). Only the user may choose the kernel set; this lib never sets OPENBLAS_CORETYPE.
+ * 100-450) unless `register` repaired that (`Options.redetectBlasCore`).
  */
 export const advice = (info: Info): string | undefined =>
   sseOnlyCores.has(info.blasCore)

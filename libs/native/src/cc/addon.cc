@@ -31,6 +31,44 @@ int32_t* raw32(const Napi::Value& v) {
   return reinterpret_cast<int32_t*>(static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset());
 }
 
+// OpenBLAS 0.3.21 (Debian bookworm) falls through from Intel family 6 into family 15 when it does
+// not know the model number, so current Xeons (e.g. family 6 model 207) get the SSE3 "Prescott"
+// kernels, 5-6x slower than their AVX-512 ones. Upstream fixed it (OpenBLAS e12aaed13: unknown
+// models go to the feature-based fallback). When OPENBLAS_CORETYPE is unset and OpenBLAS chose an
+// SSE-only core on a CPU with AVX, this re-runs OpenBLAS's own initialisation with the core that
+// the fixed fallback would pick. OpenBLAS only reads the variable inside gotoblas_dynamic_init,
+// so it is set for that call and removed again: the process environment ends as it started, and a
+// value the user set is never touched. Runs before any BLAS call (backend registration).
+extern "C" {
+void gotoblas_dynamic_init(void);
+void gotoblas_dynamic_quit(void);
+}
+
+const char* fallbackCore() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512bf16")) return "Cooperlake";
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  if (__builtin_cpu_supports("avx")) return "Sandybridge";
+  return nullptr;
+}
+
+// redetectBlasCore() -> the core name now in use (unchanged when nothing needed repairing).
+Napi::Value RedetectBlasCore(const Napi::CallbackInfo& info) {
+  const std::string current = openblas_get_corename();
+  const bool sseOnly = current == "Prescott" || current == "Core2" || current == "Penryn" || current == "Nehalem";
+  const char* better = fallbackCore();
+  if (std::getenv("OPENBLAS_CORETYPE") == nullptr && sseOnly && better != nullptr) {
+    setenv("OPENBLAS_CORETYPE", better, 1);
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+    unsetenv("OPENBLAS_CORETYPE");
+  }
+  return Napi::String::New(info.Env(), openblas_get_corename());
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
@@ -189,6 +227,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   using namespace patchlm;
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("redetectBlasCore", Napi::Function::New(env, RedetectBlasCore));
   exports.Set("setBatchParallel", Napi::Function::New(env, SetBatchParallel));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("binary", Napi::Function::New(env, Binary));

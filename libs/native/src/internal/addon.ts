@@ -6,6 +6,11 @@ import * as path from "node:path";
 export interface Addon {
   info(): { blasConfig: string; blasCore: string; blasThreads: number; poolThreads: number };
   setThreads(blas: number, pool: number): void;
+  /**
+   * Repairs OpenBLAS 0.3.21's misdetection of newer CPUs (SSE kernels on an AVX CPU) when
+   * OPENBLAS_CORETYPE is unset; returns the core now in use. See src/cc/addon.cc.
+   */
+  redetectBlasCore(): string;
   /** For each i: out[i·M·N ..] = op(a[aOffsets[i] ..]) · op(b[bOffsets[i] ..]), row-major. */
   gemm(
     a: Float32Array,

@@ -1,0 +1,39 @@
+import { existsSync, readFileSync } from "node:fs";
+import { describeNative, registration } from "./support";
+import { NativeBackend } from "../src";
+
+const sseOnly = new Set(["Prescott", "Core2", "Penryn", "Nehalem"]);
+const cpuHasAvx = existsSync("/proc/cpuinfo") && /^flags\s*:.*\bavx\b/m.test(readFileSync("/proc/cpuinfo", "utf8"));
+
+describeNative("native backend registration", () => {
+  const info = registration._tag === "Registered" ? registration.info : undefined;
+
+  it("leaves OPENBLAS_CORETYPE as the environment had it", () => {
+    // jest workers inherit the environment of the CI run; registration must not change it.
+    expect(info?.coretype).toBe(process.env.OPENBLAS_CORETYPE);
+  });
+
+  it("honours a user's OPENBLAS_CORETYPE and otherwise never keeps a misdetected SSE core on an AVX CPU", () => {
+    if (info === undefined) throw new Error("unreachable: describeNative skips when unregistered");
+    if (process.env.OPENBLAS_CORETYPE !== undefined) {
+      expect(info.blasCoreDetected).toBeUndefined();
+      return;
+    }
+    if (info.blasCoreDetected !== undefined) {
+      // Repaired: the replacement is a vector core, and the advice line no longer fires.
+      expect(sseOnly.has(info.blasCoreDetected)).toBe(true);
+      expect(sseOnly.has(info.blasCore)).toBe(false);
+      expect(NativeBackend.advice(info)).toBeUndefined();
+    }
+    if (cpuHasAvx) expect(sseOnly.has(info.blasCore)).toBe(false);
+  });
+
+  it("registers again idempotently, keeping the core it chose", () => {
+    const again = NativeBackend.register({ threads: 2 });
+    expect(again._tag).toBe("Registered");
+    if (again._tag === "Registered" && info !== undefined) {
+      expect(again.info.blasCore).toBe(info.blasCore);
+      expect(again.info.blasCoreDetected).toBe(info.blasCoreDetected);
+    }
+  });
+});
