@@ -29,10 +29,18 @@ export const KernelNames = {
   weightedCrossEntropy: "PatchlmWeightedCE",
   /** inputs {dy (scalar), logits, targets, weights, lse}; output dlogits (R,V). */
   weightedCrossEntropyGrad: "PatchlmWeightedCEGrad",
-  /** inputs {q (B,H,T,D), k, v (B,Hkv,T,D)}; attrs {scale}; outputs [o (B,H,T,D), lse (B,H,T)]. */
+  /**
+   * inputs {q (B,H,T,D), k, v (B,Hkv,T,D)}, or with attr seqMajor {q (B,T,H,D), k, v (B,T,Hkv,D)};
+   * attrs {scale, seqMajor}; outputs [o (q's layout), lse (B,H,T)].
+   */
   causalAttention: "PatchlmCausalAttention",
-  /** inputs {dy, q, k, v, o, lse}; attrs {scale}; outputs [dq, dk, dv]. */
+  /** inputs {dy, q, k, v, o, lse}; attrs {scale, seqMajor}; outputs [dq, dk, dv], each in its input's layout. */
   causalAttentionGrad: "PatchlmCausalAttentionGrad",
+  /**
+   * inputs {x (B,T,h,D), cos, sin (T,D)}; attrs {transpose}; output y (B,T,h,D): `rope` below, or
+   * with transpose its adjoint (which is also its gradient).
+   */
+  rope: "PatchlmRope",
 } as const;
 
 const fusedHere = (...names: ReadonlyArray<string>): boolean => {
@@ -76,6 +84,23 @@ const ensureGradients = () => {
       },
     });
   }
+  if (tf.getGradient(KernelNames.rope) === undefined) {
+    tf.registerGradient({
+      kernelName: KernelNames.rope,
+      inputsToSave: ["cos", "sin"],
+      gradFunc: (dy, saved, attrs) => {
+        const [cos, sin] = saved;
+        const transpose = !(attrs as unknown as { transpose: boolean }).transpose;
+        // The rotation is linear in x: its gradient is the adjoint rotation of dy. The tables
+        // are constants (positions), never trained.
+        return {
+          x: () => run(KernelNames.rope, { x: dy as tf.Tensor, cos, sin }, { transpose }) as tf.Tensor,
+          cos: () => tf.zerosLike(cos),
+          sin: () => tf.zerosLike(sin),
+        };
+      },
+    });
+  }
   if (tf.getGradient(KernelNames.weightedCrossEntropy) === undefined) {
     tf.registerGradient({
       kernelName: KernelNames.weightedCrossEntropy,
@@ -110,34 +135,88 @@ export const swiglu = <T extends tf.Tensor>(gate: T, up: T): T => {
   return tf.tidy(() => tf.mul(tf.mul(gate, tf.sigmoid(gate)), up)) as T;
 };
 
+/** Memory order of attention's q, k, v and output: head-major (B,H,T,D) or sequence-major (B,T,H,D). */
+export type HeadLayout = "bhtd" | "bthd";
+
 /**
  * Causal self-attention: softmax(scale·Q·Kᵀ + causal mask)·V per head, q (B,H,T,D) against
  * k, v (B,Hkv,T,D) with Hkv dividing H (grouped-query attention: head h reads kv head
  * ⌊h/(H/Hkv)⌋). Query i sees keys 0..i. The fused kernel keeps only each row's logsumexp for the
  * backward, never a (B,H,T,T) tensor; the fallback is the plain masked-softmax formulation.
+ * With layout "bthd", q and the output are (B,T,H,D) and k, v (B,T,Hkv,D): the layout the
+ * projections produce, which the fused kernel reads in place (no transposes either way).
  */
-export const causalAttention = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number): tf.Tensor4D => {
+export const causalAttention = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, layout: HeadLayout = "bhtd"): tf.Tensor4D => {
   if (q.dtype === "float32" && fusedHere(KernelNames.causalAttention, KernelNames.causalAttentionGrad)) {
     ensureGradients();
-    const [o, lse] = run(KernelNames.causalAttention, { q, k, v }, { scale }) as Array<tf.Tensor>;
+    const [o, lse] = run(KernelNames.causalAttention, { q, k, v }, { scale, seqMajor: layout === "bthd" }) as Array<tf.Tensor>;
     lse.dispose();
     return o as tf.Tensor4D;
   }
+  if (layout === "bthd") {
+    return tf.tidy(() => {
+      const headMajor = (x: tf.Tensor4D) => tf.transpose(x, [0, 2, 1, 3]) as tf.Tensor4D;
+      return headMajor(attentionReference(headMajor(q), headMajor(k), headMajor(v), scale));
+    });
+  }
+  return tf.tidy(() => attentionReference(q, k, v, scale));
+};
+
+// The definition, head-major: (B,H,T,D) <- q (B,H,T,D), k, v (B,Hkv,T,D).
+const attentionReference = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number): tf.Tensor4D => {
+  const [B, H, T, D] = q.shape;
+  const Hkv = k.shape[1];
+  const R = H / Hkv;
+  // GQA without repeating K/V: query heads h = g·R + r share kv head g, so (B,H,T,D) viewed as
+  // (B·Hkv, R·T, D) lines every query of group g up against that group's keys.
+  const qG = tf.reshape(q, [B * Hkv, R * T, D]);
+  // (B·H,T,T) <- (B·Hkv,R·T,D)·(B·Hkv,T,D)ᵀ; a scale of 1 (queries pre-scaled) costs nothing
+  const raw = tf.reshape(tf.matMul(qG, tf.reshape(k, [B * Hkv, T, D]), false, true), [B * H, T, T]);
+  const scores = scale === 1 ? raw : tf.mul(raw, scale);
+  const mask = causalMask(T);
+  const probs = tf.reshape(tf.softmax(mask === undefined ? scores : tf.add(scores, mask)), [B * Hkv, R * T, T]);
+  // (B·Hkv,R·T,D) <- (B·Hkv,R·T,T)·(B·Hkv,T,D)
+  return tf.reshape(tf.matMul(probs, tf.reshape(v, [B * Hkv, T, D])), [B, H, T, D]) as tf.Tensor4D;
+};
+
+/**
+ * Rotary position embedding, "rotate half" convention (Hugging Face LLaMA), of x (B,T,h,D) at the
+ * positions whose tables cos, sin (T,D) hold cos(p·θ_d), sin(p·θ_d):
+ *   y = x·cos + rotateHalf(x)·sin,  rotateHalf(x) = concat(−x[D/2:], x[:D/2]).
+ * `transpose` applies the adjoint map instead, x·cos + rotateHalfᵀ(x·sin) (the gradient). The
+ * fused kernel is one pass; the fallback runs rotateHalf as a matMul by a signed D×D permutation
+ * (on wasm 4-5x faster than Reverse, a per-element index kernel there, or slice+concat).
+ */
+export const rope = (x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D, transpose = false): tf.Tensor4D => {
+  if (x.dtype === "float32" && fusedHere(KernelNames.rope)) {
+    ensureGradients();
+    return run(KernelNames.rope, { x, cos, sin }, { transpose }) as tf.Tensor4D;
+  }
   return tf.tidy(() => {
-    const [B, H, T, D] = q.shape;
-    const Hkv = k.shape[1];
-    const R = H / Hkv;
-    // GQA without repeating K/V: query heads h = g·R + r share kv head g, so (B,H,T,D) viewed as
-    // (B·Hkv, R·T, D) lines every query of group g up against that group's keys.
-    const qG = tf.reshape(q, [B * Hkv, R * T, D]);
-    // (B·H,T,T) <- (B·Hkv,R·T,D)·(B·Hkv,T,D)ᵀ; a scale of 1 (queries pre-scaled) costs nothing
-    const raw = tf.reshape(tf.matMul(qG, tf.reshape(k, [B * Hkv, T, D]), false, true), [B * H, T, T]);
-    const scores = scale === 1 ? raw : tf.mul(raw, scale);
-    const mask = causalMask(T);
-    const probs = tf.reshape(tf.softmax(mask === undefined ? scores : tf.add(scores, mask)), [B * Hkv, R * T, T]);
-    // (B·Hkv,R·T,D) <- (B·Hkv,R·T,T)·(B·Hkv,T,D)
-    return tf.reshape(tf.matMul(probs, tf.reshape(v, [B * Hkv, T, D])), [B, H, T, D]) as tf.Tensor4D;
+    const [B, T, h, D] = x.shape;
+    const table = (t: tf.Tensor2D) => tf.reshape(t, [T, 1, D]);
+    const rotate = (z: tf.Tensor) =>
+      tf.reshape(tf.matMul(tf.reshape(z, [B * T * h, D]), tf.tensor2d(rotateHalfMatrix(D), [D, D]), false, transpose), [B, T, h, D]);
+    return transpose
+      ? (tf.add(tf.mul(x, table(cos)), rotate(tf.mul(x, table(sin)))) as tf.Tensor4D)
+      : (tf.add(tf.mul(x, table(cos)), tf.mul(rotate(x), table(sin))) as tf.Tensor4D);
   });
+};
+
+const rotateHalfMatrices = new Map<number, Float32Array>();
+
+/** R (D,D) with x·R = rotateHalf(x): column d < D/2 takes −x[d+D/2], column d ≥ D/2 takes x[d−D/2]. */
+export const rotateHalfMatrix = (D: number): Float32Array => {
+  const hit = rotateHalfMatrices.get(D);
+  if (hit !== undefined) return hit;
+  const half = D / 2;
+  const r = new Float32Array(D * D);
+  for (let d = 0; d < half; d++) {
+    r[(d + half) * D + d] = -1;
+    r[d * D + d + half] = 1;
+  }
+  rotateHalfMatrices.set(D, r);
+  return r;
 };
 
 // Additive (T,T) mask, −1e9 above the diagonal: finite, so exp underflows to an exact 0 without

@@ -91,6 +91,34 @@ const attentionReference = (dims: ReadonlyArray<number>, q: Float32Array, k: Flo
   return { o, dq, dk, dv };
 };
 
+/** Float64 rotate-half RoPE of x (B,T,h,D) with tables (T,D): y[d] = x[d]·cos[d] + rotateHalf(x)[d]·sin[d]. */
+const ropeReference = (dims: ReadonlyArray<number>, x: Float32Array, cos: Float32Array, sin: Float32Array) => {
+  const [B, T, h, D] = dims;
+  const half = D / 2;
+  const y = new Float64Array(x.length);
+  for (let r = 0; r < B * T; r++) {
+    const t = r % T;
+    for (let j = 0; j < h; j++) {
+      const o = (r * h + j) * D;
+      for (let d = 0; d < D; d++) {
+        const rotated = d < half ? -x[o + d + half] : x[o + d - half];
+        y[o + d] = x[o + d] * cos[t * D + d] + rotated * sin[t * D + d];
+      }
+    }
+  }
+  return y;
+};
+
+/** (B,T,H,D) <-> (B,H,T,D) on the host: swap axes 1 and 2 of a 4-D row-major array. */
+const swapAxes12 = (x: Float32Array | Float64Array, [A, P, Q, D]: ReadonlyArray<number>): Float64Array => {
+  const y = new Float64Array(x.length);
+  for (let a = 0; a < A; a++)
+    for (let p = 0; p < P; p++)
+      for (let q = 0; q < Q; q++)
+        for (let d = 0; d < D; d++) y[((a * Q + q) * P + p) * D + d] = x[((a * P + p) * Q + q) * D + d];
+  return y;
+};
+
 /** Float64 Σ w·(LSE(z) − z[t]) and its logits gradient; targets outside [0,V) carry weight 0. */
 const crossEntropyReference = (z: Float32Array, t: Int32Array, w: Float32Array, R: number, V: number, K: number) => {
   let loss = 0;
@@ -175,6 +203,45 @@ export const fusedSuite = (backend: string): void => {
       });
     }
 
+    it("causalAttention in the sequence-major layout (B,T,H,D) is the head-major result with axes swapped, gradients included", () => {
+      const [B, H, Hkv, T, D, scale] = [2, 4, 2, 7, 4, 0.6];
+      const [q, k, v, w] = [rand([B, T, H, D], 21, -2, 2), rand([B, T, Hkv, D], 22, -2, 2), rand([B, T, Hkv, D], 23), rand([B, T, H, D], 24)];
+      const ref = attentionReference(
+        [B, H, Hkv, T, D],
+        Float32Array.from(swapAxes12(q, [B, T, H, D])),
+        Float32Array.from(swapAxes12(k, [B, T, Hkv, D])),
+        Float32Array.from(swapAxes12(v, [B, T, Hkv, D])),
+        Float32Array.from(swapAxes12(w, [B, T, H, D])),
+        scale,
+      );
+      const [o, dq, dk, dv] = onHost(() => {
+        const [qt, kt, vt] = [tf.tensor4d(q, [B, T, H, D]), tf.tensor4d(k, [B, T, Hkv, D]), tf.tensor4d(v, [B, T, Hkv, D])];
+        const wt = tf.tensor(w, [B, T, H, D]);
+        const att = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => Fused.causalAttention(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, scale, "bthd");
+        return [att(qt, kt, vt), ...tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(att(a, b, c), wt)))([qt, kt, vt])];
+      });
+      expectClose(o, swapAxes12(ref.o, [B, H, T, D]), { atol: 1e-5, rtol: 1e-4, label: "bthd o" });
+      expectClose(dq, swapAxes12(ref.dq, [B, H, T, D]), { atol: 1e-5, rtol: 1e-4, label: "bthd dq" });
+      expectClose(dk, swapAxes12(ref.dk, [B, Hkv, T, D]), { atol: 1e-5, rtol: 1e-4, label: "bthd dk" });
+      expectClose(dv, swapAxes12(ref.dv, [B, Hkv, T, D]), { atol: 1e-5, rtol: 1e-4, label: "bthd dv" });
+    });
+
+    it("rope matches float64 rotate-half, its transpose is its adjoint, and its gradient is that adjoint", () => {
+      const dims = [2, 5, 3, 8];
+      const [B, T, h, D] = dims;
+      const [x, y, cos, sin] = [rand(dims, 31, -2, 2), rand(dims, 32), rand([T, D], 33), rand([T, D], 34)];
+      const [fx, tyOut, gx] = onHost(() => {
+        const [xt, yt, ct, st] = [tf.tensor4d(x, [B, T, h, D]), tf.tensor4d(y, [B, T, h, D]), tf.tensor2d(cos, [T, D]), tf.tensor2d(sin, [T, D])];
+        const grad = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(Fused.rope(a as tf.Tensor4D, ct, st), yt)))(xt);
+        return [Fused.rope(xt, ct, st), Fused.rope(yt, ct, st, true), grad];
+      });
+      expectClose(fx, ropeReference(dims, x, cos, sin), { atol: 1e-6, rtol: 1e-5, label: "rope" });
+      // ⟨rope(x), y⟩ = ⟨x, ropeᵀ(y)⟩ for random tables (not only the symmetric ones RoPE uses)
+      const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).reduce((acc, ai, i) => acc + ai * b[i], 0);
+      expectClose([dot(fx, y)], [dot(x, tyOut)], { atol: 1e-4, rtol: 1e-5, label: "rope adjoint" });
+      expectClose(gx, tyOut, { atol: 1e-6, rtol: 1e-5, label: "rope gradient" });
+    });
+
     it("weightedCrossEntropy matches float64 with ignored (out-of-range, weight 0) and duplicate targets", () => {
       const [R, V, K] = [7, 33, 4];
       const z = rand([R, V], 3, -6, 6);
@@ -224,6 +291,11 @@ export const fusedSuite = (backend: string): void => {
           tf.grads(f)([x2, gain]).forEach((t) => t.dataSync());
           const att = (a: tf.Tensor) => tf.sum(Fused.causalAttention(a as tf.Tensor4D, x, x, 0.5));
           tf.grads(att)([x]).forEach((t) => t.dataSync());
+          const seq = (a: tf.Tensor) => tf.sum(Fused.causalAttention(a as tf.Tensor4D, x, x, 0.5, "bthd"));
+          tf.grads(seq)([x]).forEach((t) => t.dataSync());
+          const tables = tf.reshape(tf.slice(x2, [0, 0], [3, 4]), [3, 4]) as tf.Tensor2D;
+          const rot = (a: tf.Tensor) => tf.sum(Fused.rope(tf.reshape(a, [2, 3, 5, 4]) as tf.Tensor4D, tables, tables));
+          tf.grads(rot)([x]).forEach((t) => t.dataSync());
           const ce = (z: tf.Tensor) => Fused.weightedCrossEntropy(z as tf.Tensor2D, targets, weights);
           tf.grad(ce)(tf.slice(x2, [0, 0], [6, 4])).dataSync();
           Fused.adamw(x2, x2, tf.abs(x2), x2, { beta1: 0.9, beta2: 0.95, eps: 1e-8, invSqrtBc2: 1, shrink: 1, stepSize: 1e-3 }).param.dataSync();

@@ -148,18 +148,16 @@ const attention = (
   // (B,T,H,D) and (B,T,Hkv,D) <- projections of (B·T,C)
   const q = Rope.apply(tf.reshape(linear(x, param(params, n.q)), [B, T, H, D]), ctx.ropeQ);
   const k = Rope.apply(tf.reshape(linear(x, param(params, n.k)), [B, T, Hkv, D]), ctx.rope);
-  const v = tf.reshape(linear(x, param(params, n.v)), [B, T, Hkv, D]);
-  // (B,H,T,D) <- (B,T,H,D)
-  const qH = tf.transpose(q, [0, 2, 1, 3]) as tf.Tensor4D;
-  const vH = tf.transpose(v, [0, 2, 1, 3]) as tf.Tensor4D;
-  // Training and full-sequence passes: one fused causal attention (queries already carry 1/√D).
+  const v = tf.reshape(linear(x, param(params, n.v)), [B, T, Hkv, D]) as tf.Tensor4D;
+  // Training and full-sequence passes: one fused causal attention that reads the projections'
+  // (B,T,H,D) layout in place (queries already carry 1/√D). (B,T,H,D)
+  const headMajor = (t: tf.Tensor4D) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D;
   const out =
     cache === undefined
-      ? Fused.causalAttention(qH, tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D, vH, 1)
-      : cachedAttention(qH, k, vH, cfg, ctx, l, cache);
-  // (B·T,C) <- (B,T,H,D) <- (B,H,T,D)
-  const merged = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [B * T, H * D]) as tf.Tensor2D;
-  return linear(merged, param(params, n.o));
+      ? Fused.causalAttention(q, k, v, 1, "bthd")
+      : headMajor(cachedAttention(headMajor(q), k, headMajor(v), cfg, ctx, l, cache));
+  // (B·T,C) <- (B,T,H,D)
+  return linear(tf.reshape(out, [B * T, H * D]) as tf.Tensor2D, param(params, n.o));
 };
 
 /**

@@ -9,6 +9,7 @@ describeNative("Fused ops: native kernels against their tfjs definitions", () =>
   it("runs the fused kernels on native and the fallbacks on cpu", async () => {
     await tf.setBackend("native");
     expect(tf.getKernel(Fused.KernelNames.rmsNorm, "native")).toBeDefined();
+    expect(tf.getKernel(Fused.KernelNames.rope, "native")).toBeDefined();
     expect(tf.getKernel(Fused.KernelNames.rmsNorm, "cpu")).toBeUndefined();
   });
 
@@ -102,6 +103,20 @@ describeNative("Fused.weightedCrossEntropy", () => {
   });
 });
 
+describeNative("Fused.rope", () => {
+  for (const [B, T, h, D] of [[2, 5, 3, 8], [1, 17, 4, 64], [3, 1, 1, 2]]) {
+    it(`matches the tfjs definition, its adjoint and its gradient for (B,T,h,D) = (${B},${T},${h},${D})`, async () => {
+      await expectNativeMatchesCpu(`rope ${[B, T, h, D]}`, () => {
+        const x = rand([B, T, h, D], 41, -2, 2) as tf.Tensor4D;
+        const [cos, sin] = [rand([T, D], 42) as tf.Tensor2D, rand([T, D], 43) as tf.Tensor2D];
+        const w = rand([B, T, h, D], 44);
+        const grad = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(Fused.rope(a as tf.Tensor4D, cos, sin), w)))(x);
+        return [Fused.rope(x, cos, sin), Fused.rope(x, cos, sin, true), grad];
+      }, 1e-6, 1e-5);
+    });
+  }
+});
+
 describeNative("Fused.causalAttention", () => {
   for (const [B, H, Hkv, T, D] of [[2, 2, 2, 5, 4], [1, 4, 2, 9, 8], [2, 4, 1, 33, 16]]) {
     it(`matches the masked-softmax definition and its gradients for B=${B} H=${H} Hkv=${Hkv} T=${T} D=${D}`, async () => {
@@ -114,6 +129,20 @@ describeNative("Fused.causalAttention", () => {
         const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
           tf.sum(tf.mul(Fused.causalAttention(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, scale), w));
         return [Fused.causalAttention(q, k, v, scale), ...tf.grads(f)([q, k, v])];
+      }, 1e-5, 1e-4);
+    });
+  }
+
+  for (const [B, H, Hkv, T, D] of [[2, 4, 2, 9, 8], [1, 2, 1, 33, 16]]) {
+    it(`reads and writes the sequence-major layout (B,T,H,D) in place for B=${B} H=${H} Hkv=${Hkv} T=${T} D=${D}, gradients included`, async () => {
+      await expectNativeMatchesCpu(`attention bthd ${[B, H, Hkv, T, D]}`, () => {
+        const q = rand([B, T, H, D], 11, -2, 2) as tf.Tensor4D;
+        const k = rand([B, T, Hkv, D], 12, -2, 2) as tf.Tensor4D;
+        const v = rand([B, T, Hkv, D], 13) as tf.Tensor4D;
+        const w = rand([B, T, H, D], 14);
+        const att = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
+          Fused.causalAttention(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, 0.3, "bthd");
+        return [att(q, k, v), ...tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(att(a, b, c), w)))([q, k, v])];
       }, 1e-5, 1e-4);
     });
   }

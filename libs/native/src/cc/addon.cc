@@ -204,18 +204,26 @@ Napi::Value WeightedCrossEntropyGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// causalAttention(q, k, v, o, lse, [B, H, Hkv, T, D], scale)
+// causalAttention(q, k, v, o, lse, [B, H, Hkv, T, D], scale, seqMajor)
 Napi::Value CausalAttention(const Napi::CallbackInfo& info) {
   const int32_t* d = i32(info[5]);
-  causalAttention(f32(info[0]), f32(info[1]), f32(info[2]), f32(info[3]), f32(info[4]), d[0], d[1], d[2], d[3], d[4], flt(info[6]));
+  causalAttention(f32(info[0]), f32(info[1]), f32(info[2]), f32(info[3]), f32(info[4]), d[0], d[1], d[2], d[3], d[4], flt(info[6]),
+                  flag(info[7]));
   return info.Env().Undefined();
 }
 
-// causalAttentionGrad(dO, q, k, v, o, lse, dq, dk, dv, [B, H, Hkv, T, D], scale)
+// causalAttentionGrad(dO, q, k, v, o, lse, dq, dk, dv, [B, H, Hkv, T, D], scale, seqMajor)
 Napi::Value CausalAttentionGrad(const Napi::CallbackInfo& info) {
   const int32_t* d = i32(info[9]);
   causalAttentionGrad(f32(info[0]), f32(info[1]), f32(info[2]), f32(info[3]), f32(info[4]), f32(info[5]), f32(info[6]),
-                      f32(info[7]), f32(info[8]), d[0], d[1], d[2], d[3], d[4], flt(info[10]));
+                      f32(info[7]), f32(info[8]), d[0], d[1], d[2], d[3], d[4], flt(info[10]), flag(info[11]));
+  return info.Env().Undefined();
+}
+
+// rope(x, cos, sin, y, [B, T, heads, D], transpose)
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  const int32_t* d = i32(info[4]);
+  rope(f32(info[0]), f32(info[1]), f32(info[2]), f32(info[3]), d[0], d[1], d[2], d[3], flag(info[5]));
   return info.Env().Undefined();
 }
 
@@ -246,6 +254,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("weightedCrossEntropyGrad", Napi::Function::New(env, WeightedCrossEntropyGrad));
   exports.Set("causalAttention", Napi::Function::New(env, CausalAttention));
   exports.Set("causalAttentionGrad", Napi::Function::New(env, CausalAttentionGrad));
+  exports.Set("rope", Napi::Function::New(env, Rope));
   return exports;
 }
 

@@ -163,4 +163,31 @@ void weightedCrossEntropyGrad(float dy, const float* z, const int32_t* t, const 
   });
 }
 
+void rope(const float* x, const float* cos, const float* sin, float* y, int64_t B, int64_t T, int64_t heads, int64_t D,
+          bool transpose) {
+  const int64_t half = D / 2;
+  const int64_t width = heads * D;
+  pool().parallelFor(B * T, rowsPerTask(width), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r++) {
+      const float* c = cos + (r % T) * D;
+      const float* s = sin + (r % T) * D;
+      for (int64_t h = 0; h < heads; h++) {
+        const float* __restrict xi = x + r * width + h * D;
+        float* __restrict yi = y + r * width + h * D;
+        if (transpose) {
+          for (int64_t d = 0; d < half; d++) {
+            yi[d] = xi[d] * c[d] + xi[d + half] * s[d + half];
+            yi[d + half] = xi[d + half] * c[d + half] - xi[d] * s[d];
+          }
+        } else {
+          for (int64_t d = 0; d < half; d++) {
+            yi[d] = xi[d] * c[d] - xi[d + half] * s[d];
+            yi[d + half] = xi[d + half] * c[d + half] + xi[d] * s[d + half];
+          }
+        }
+      }
+    }
+  });
+}
+
 }  // namespace patchlm

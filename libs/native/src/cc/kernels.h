@@ -60,12 +60,20 @@ void swiglu(const float* gate, const float* up, float* y, int64_t n);
 void swigluGrad(const float* dy, const float* gate, const float* up, float* dgate, float* dup, int64_t n);
 
 // Causal attention with H query heads over Hkv key/value heads (head h reads kv head h / (H/Hkv)):
-// q, o (B,H,T,D); k, v (B,Hkv,T,D); lse (B,H,T) is each query row's logsumexp of its scaled scores.
+// q, o (B,H,T,D); k, v (B,Hkv,T,D), or with seqMajor q, o (B,T,H,D) and k, v (B,T,Hkv,D);
+// lse (B,H,T) is each query row's logsumexp of its scaled scores. Gradients share their input's layout.
 void causalAttention(const float* q, const float* k, const float* v, float* o, float* lse, int64_t B, int64_t H, int64_t Hkv,
-                     int64_t T, int64_t D, float scale);
+                     int64_t T, int64_t D, float scale, bool seqMajor);
 void causalAttentionGrad(const float* dout, const float* q, const float* k, const float* v, const float* o,
                          const float* lse, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Hkv, int64_t T,
-                         int64_t D, float scale);
+                         int64_t D, float scale, bool seqMajor);
+
+// Rotary embedding of x (B,T,heads,D) with tables cos, sin (T,D), "rotate half" convention:
+//   y[d] = x[d]·cos[d] − x[d+D/2]·sin[d],  y[d+D/2] = x[d+D/2]·cos[d+D/2] + x[d]·sin[d+D/2];
+// with transpose, the adjoint map (the gradient): dx[d] = dy[d]·cos[d] + dy[d+D/2]·sin[d+D/2],
+// dx[d+D/2] = dy[d+D/2]·cos[d+D/2] − dy[d]·sin[d].
+void rope(const float* x, const float* cos, const float* sin, float* y, int64_t B, int64_t T, int64_t heads, int64_t D,
+          bool transpose);
 
 // Weighted cross-entropy over rows of logits z (R, V) with K targets t and weights w per row:
 // returns Σ_rk w_rk·(lse_r − z_r[t_rk]) and fills lse (R); the gradient scales by dy.

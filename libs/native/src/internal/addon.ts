@@ -52,8 +52,17 @@ export interface Addon {
   swigluGrad(dy: Float32Array, gate: Float32Array, up: Float32Array, dgate: Float32Array, dup: Float32Array): void;
   /** Σ_rk w_rk·(lse_r − z_r[t_rk]); fills lse (R). */
   weightedCrossEntropy(z: Float32Array, t: Int32Array, w: Float32Array, lse: Float32Array, R: number, V: number, K: number): number;
-  /** dims = [B, H, Hkv, T, D]; fills o (B,H,T,D) and lse (B,H,T). */
-  causalAttention(q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, lse: Float32Array, dims: Int32Array, scale: number): void;
+  /** dims = [B, H, Hkv, T, D]; fills o (q's layout: (B,H,T,D), or (B,T,H,D) when seqMajor) and lse (B,H,T). */
+  causalAttention(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    o: Float32Array,
+    lse: Float32Array,
+    dims: Int32Array,
+    scale: number,
+    seqMajor: boolean,
+  ): void;
   causalAttentionGrad(
     dO: Float32Array,
     q: Float32Array,
@@ -66,7 +75,10 @@ export interface Addon {
     dv: Float32Array,
     dims: Int32Array,
     scale: number,
+    seqMajor: boolean,
   ): void;
+  /** dims = [B, T, heads, D]; y = RoPE of x (B,T,heads,D) with tables (T,D), or its adjoint when transpose. */
+  rope(x: Float32Array, cos: Float32Array, sin: Float32Array, y: Float32Array, dims: Int32Array, transpose: boolean): void;
   weightedCrossEntropyGrad(dy: number, z: Float32Array, t: Int32Array, w: Float32Array, lse: Float32Array, dz: Float32Array, R: number, V: number, K: number): void;
 }
 

@@ -77,33 +77,49 @@ export const fusedKernels = (addon: Addon): ReadonlyArray<{ kernelName: string; 
     }
     return output(backend, logits.shape, "float32", dz);
   };
-  const dims = (q: tf.TensorInfo, k: tf.TensorInfo) => {
-    const [B, H, T, D] = q.shape;
-    return Int32Array.of(B, H, k.shape[1], T, D);
+  // [B, H, Hkv, T, D] from q (B,H,T,D) and k (B,Hkv,T,D), or sequence-major (B,T,H,D), (B,T,Hkv,D)
+  const dims = (q: tf.TensorInfo, k: tf.TensorInfo, seqMajor: boolean) => {
+    const [B, H, T, D] = seqMajor ? [q.shape[0], q.shape[2], q.shape[1], q.shape[3]] : q.shape;
+    return Int32Array.of(B, H, k.shape[seqMajor ? 2 : 1], T, D);
+  };
+  const attentionAttrs = (attrs: unknown) => {
+    const a = attrs as { scale: number; seqMajor?: boolean };
+    return { scale: a.scale, seqMajor: a.seqMajor === true };
   };
   const causalAttention = (args: KernelArgs) => {
     const backend = args.backend as Parameters<typeof f32>[0];
     const { q, k, v } = args.inputs;
-    const { scale } = args.attrs as { scale: number };
-    const [B, H, T] = q.shape;
+    const { scale, seqMajor } = attentionAttrs(args.attrs);
+    const d = dims(q, k, seqMajor);
+    const [B, H, T] = [d[0], d[1], d[3]];
     const o = allocateF32(backend, tf.util.sizeFromShape(q.shape));
     const lse = allocateF32(backend, B * H * T);
-    if (o.length > 0) addon.causalAttention(f32(backend, q), f32(backend, k), f32(backend, v), o, lse, dims(q, k), scale);
+    if (o.length > 0) addon.causalAttention(f32(backend, q), f32(backend, k), f32(backend, v), o, lse, d, scale, seqMajor);
     return [output(backend, q.shape, "float32", o), output(backend, [B, H, T], "float32", lse)];
   };
   const causalAttentionGrad = (args: KernelArgs) => {
     const backend = args.backend as Parameters<typeof f32>[0];
     const { dy, q, k, v, o, lse } = args.inputs;
-    const { scale } = args.attrs as { scale: number };
+    const { scale, seqMajor } = attentionAttrs(args.attrs);
     const dq = allocateF32(backend, tf.util.sizeFromShape(q.shape));
     const dk = allocateF32(backend, tf.util.sizeFromShape(k.shape));
     const dv = allocateF32(backend, tf.util.sizeFromShape(v.shape));
     if (dq.length > 0) {
-      addon.causalAttentionGrad(f32(backend, dy), f32(backend, q), f32(backend, k), f32(backend, v), f32(backend, o), f32(backend, lse), dq, dk, dv, dims(q, k), scale);
+      addon.causalAttentionGrad(f32(backend, dy), f32(backend, q), f32(backend, k), f32(backend, v), f32(backend, o), f32(backend, lse), dq, dk, dv, dims(q, k, seqMajor), scale, seqMajor);
     }
     return [output(backend, q.shape, "float32", dq), output(backend, k.shape, "float32", dk), output(backend, v.shape, "float32", dv)];
   };
+  const rope = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    const { x, cos, sin } = args.inputs;
+    const { transpose } = args.attrs as { transpose: boolean };
+    const [B, T, h, D] = x.shape;
+    const y = allocateF32(backend, tf.util.sizeFromShape(x.shape));
+    if (y.length > 0) addon.rope(f32(backend, x), f32(backend, cos), f32(backend, sin), y, Int32Array.of(B, T, h, D), transpose === true);
+    return output(backend, x.shape, "float32", y);
+  };
   return [
+    { kernelName: Fused.KernelNames.rope, kernelFunc: rope as tf.KernelFunc },
     { kernelName: Fused.KernelNames.causalAttention, kernelFunc: causalAttention as tf.KernelFunc },
     { kernelName: Fused.KernelNames.causalAttentionGrad, kernelFunc: causalAttentionGrad as tf.KernelFunc },
     { kernelName: Fused.KernelNames.weightedCrossEntropy, kernelFunc: weightedCrossEntropy as tf.KernelFunc },
