@@ -26,6 +26,10 @@ describeNative("native BatchMatMul", () => {
     { a: [], b: [], M: 0, N: 5, K: 3 },
     { a: [2], b: [2], M: 4, N: 3, K: 0 },
     { a: [0], b: [0], M: 4, N: 3, K: 2 },
+    // Large enough to be split across the pool's threads: by rows (M ≥ N), by columns, batched.
+    { a: [], b: [], M: 301, N: 77, K: 129 },
+    { a: [], b: [], M: 45, N: 263, K: 97 },
+    { a: [2], b: [2], M: 97, N: 65, K: 70 },
   ];
   for (const c of cases) {
     for (const [ta, tb] of flags) {

@@ -1,5 +1,6 @@
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels.h"
@@ -12,6 +13,8 @@ namespace {
 constexpr int64_t kSmallGemm = int64_t{512} * 512 * 512;
 bool batchParallel = true;
 bool parallelBatches() { return batchParallel; }
+// Below this M·N·K a product runs on the calling thread alone (fork-join would cost more).
+constexpr int64_t kSplitGemm = int64_t{64} * 64 * 64;
 }  // namespace
 
 void setBatchParallel(bool on) { batchParallel = on; }
@@ -39,6 +42,37 @@ void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t 
     pool().parallelFor(batch, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; i++) item(i);
     });
+    openblas_set_num_threads(blasThreads);
+    return;
+  }
+  if (threads > 1 && blasThreads > 1 && M * N * K >= kSplitGemm) {
+    // Each product split into one block of C per pool thread, each block a single-threaded
+    // sgemm: OpenBLAS's own threads would otherwise spin between products while the pool runs
+    // the elementwise kernels, two thread teams fighting over the same cores.
+    openblas_set_num_threads(1);
+    const bool byRows = M >= N;
+    const int64_t extent = byRows ? M : N;
+    const int64_t unit = 16;  // block edges on the kernels' register-block multiples
+    const int64_t units = (extent + unit - 1) / unit;
+    for (int64_t i = 0; i < batch; i++) {
+      const float* ai = a + aOffsets[i];
+      const float* bi = b + bOffsets[i];
+      float* ci = out + i * M * N;
+      pool().parallelFor(units, 1, [&](int64_t begin, int64_t end) {
+        const int64_t from = begin * unit;
+        const int64_t to = std::min(extent, end * unit);
+        if (byRows) {
+          // rows from..to of C take rows from..to of op(A): row offsets of A, or column offsets of Aᵀ
+          cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                      static_cast<int>(to - from), static_cast<int>(N), static_cast<int>(K), 1.0f,
+                      ai + (transA ? from : from * lda), lda, bi, ldb, 0.0f, ci + from * N, static_cast<int>(N));
+        } else {
+          cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                      static_cast<int>(M), static_cast<int>(to - from), static_cast<int>(K), 1.0f, ai, lda,
+                      bi + (transB ? from * ldb : from), ldb, 0.0f, ci + from, static_cast<int>(N));
+        }
+      });
+    }
     openblas_set_num_threads(blasThreads);
     return;
   }
