@@ -118,7 +118,8 @@ describeNative("Fused.rope", () => {
 });
 
 describeNative("Fused.causalAttention", () => {
-  for (const [B, H, Hkv, T, D] of [[2, 2, 2, 5, 4], [1, 4, 2, 9, 8], [2, 4, 1, 33, 16]]) {
+  // T = 150: three row blocks of the kernel, the last one partial.
+  for (const [B, H, Hkv, T, D] of [[2, 2, 2, 5, 4], [1, 4, 2, 9, 8], [2, 4, 1, 33, 16], [1, 2, 1, 150, 8]]) {
     it(`matches the masked-softmax definition and its gradients for B=${B} H=${H} Hkv=${Hkv} T=${T} D=${D}`, async () => {
       await expectNativeMatchesCpu(`attention ${[B, H, Hkv, T, D]}`, () => {
         const q = rand([B, H, T, D], 1, -2, 2) as tf.Tensor4D;
@@ -133,7 +134,7 @@ describeNative("Fused.causalAttention", () => {
     });
   }
 
-  for (const [B, H, Hkv, T, D] of [[2, 4, 2, 9, 8], [1, 2, 1, 33, 16]]) {
+  for (const [B, H, Hkv, T, D] of [[2, 4, 2, 9, 8], [1, 2, 1, 33, 16], [1, 4, 2, 130, 8]]) {
     it(`reads and writes the sequence-major layout (B,T,H,D) in place for B=${B} H=${H} Hkv=${Hkv} T=${T} D=${D}, gradients included`, async () => {
       await expectNativeMatchesCpu(`attention bthd ${[B, H, Hkv, T, D]}`, () => {
         const q = rand([B, T, H, D], 11, -2, 2) as tf.Tensor4D;

@@ -16,17 +16,6 @@ constexpr int64_t kGrain = 16384;
 
 int64_t rowsPerTask(int64_t cols) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)); }
 
-float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
-  constexpr int kLanes = 16;
-  float acc[kLanes] = {0};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; j++) acc[j] += a[i + j] * b[i + j];
-  float s = 0;
-  for (; i < n; i++) s += a[i] * b[i];
-  for (int j = 0; j < kLanes; j++) s += acc[j];
-  return s;
-}
 }  // namespace
 
 void adamw(const float* p, const float* m, const float* v, const float* g, float* pOut, float* mOut, float* vOut, int64_t n,
@@ -118,17 +107,8 @@ double weightedCrossEntropy(const float* z, const int32_t* t, const float* w, fl
     double acc = 0.0;
     for (int64_t r = begin; r < end; r++) {
       const float* __restrict zr = z + r * V;
-      float m = -INFINITY;
-      for (int64_t v = 0; v < V; v++) m = zr[v] > m ? zr[v] : m;
-      float s = 0.0f;
-      constexpr int kLanes = 16;
-      float lanes[kLanes] = {0};
-      int64_t v = 0;
-      for (; v + kLanes <= V; v += kLanes)
-        for (int j = 0; j < kLanes; j++) lanes[j] += fastExp(zr[v + j] - m);
-      for (; v < V; v++) s += fastExp(zr[v] - m);
-      for (int j = 0; j < kLanes; j++) s += lanes[j];
-      const float l = m + std::log(s);
+      const float m = maxOf(zr, V);
+      const float l = m + std::log(sumExp(zr, V, m));
       lse[r] = l;
       for (int64_t k = 0; k < K; k++) {
         const float wk = w[r * K + k];

@@ -10,7 +10,6 @@ namespace patchlm {
 namespace {
 
 constexpr int64_t kGrain = 16384;
-constexpr int kLanes = 16;
 
 struct SumOp {
   static constexpr float init = 0.0f;

@@ -41,4 +41,55 @@ inline float fastExp(float x) {
 
 inline float fastSigmoid(float x) { return 1.0f / (1.0f + fastExp(-x)); }
 
+// Reductions in 16 independent lanes: without -ffast-math GCC keeps a single accumulator in
+// order (no SIMD); independent lanes vectorise and change only the summation order.
+constexpr int kLanes = 16;
+
+inline float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  float acc[kLanes] = {0};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; j++) acc[j] += a[i + j] * b[i + j];
+  float s = 0;
+  for (; i < n; i++) s += a[i] * b[i];
+  for (int j = 0; j < kLanes; j++) s += acc[j];
+  return s;
+}
+
+inline float maxOf(const float* x, int64_t n) {
+  float acc[kLanes];
+  for (int j = 0; j < kLanes; j++) acc[j] = -INFINITY;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+  float m = -INFINITY;
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  for (int j = 0; j < kLanes; j++) m = acc[j] > m ? acc[j] : m;
+  return m;
+}
+
+// Σ exp(x[i] − shift) over i < n.
+inline float sumExp(const float* x, int64_t n, float shift) {
+  float acc[kLanes] = {0};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; j++) acc[j] += fastExp(x[i + j] - shift);
+  float s = 0;
+  for (; i < n; i++) s += fastExp(x[i] - shift);
+  for (int j = 0; j < kLanes; j++) s += acc[j];
+  return s;
+}
+
+// x[i] <- exp(x[i] − shift) for i < n; returns their sum.
+inline float expInPlace(float* x, int64_t n, float shift) {
+  float acc[kLanes] = {0};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; j++) acc[j] += (x[i + j] = fastExp(x[i + j] - shift));
+  float s = 0;
+  for (; i < n; i++) s += (x[i] = fastExp(x[i] - shift));
+  for (int j = 0; j < kLanes; j++) s += acc[j];
+  return s;
+}
+
 }  // namespace patchlm
