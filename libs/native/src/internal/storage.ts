@@ -7,7 +7,9 @@ export type Words = Float32Array | Int32Array;
 const minPooled = 1024;
 /** Released arrays kept for reuse, at most (a reference-config step cycles about 300 MB). */
 const maxPooledBytes = 1 << 30;
-const maxPerSize = 64;
+// A reference-config step holds up to 112 arrays of one size (B·T×C activations and their
+// gradients) at its peak; a lower cap makes every step fault in ~100 MB of fresh pages.
+const maxPerSize = 512;
 
 /**
  * The cpu backend's storage and kernels under another name, plus a pool of output arrays.
