@@ -9,6 +9,7 @@
         "src/cc/elementwise.cc",
         "src/cc/fused.cc",
         "src/cc/gemm.cc",
+        "src/cc/peak.cc",
         "src/cc/pool.cc",
         "src/cc/reduce.cc"
       ],

@@ -139,6 +139,24 @@ export const advice = (info: Info): string | undefined =>
       "if the CPU has AVX-512 or AVX2, OPENBLAS_CORETYPE=SkylakeX or OPENBLAS_CORETYPE=Haswell makes GEMM several times faster"
     : undefined;
 
+let measuredPeak: number | undefined;
+
+/**
+ * The machine's FP32 peak in GFLOP/s, measured once per process: register-only FMA chains at the
+ * widest vector width of this build on `threads` threads at once (about 0.3 s). Undefined when the
+ * addon is missing. Other processes on the cores lower it, so measure on an idle machine.
+ */
+export const measurePeakGflops = (threads: number = availableParallelism()): number | undefined => {
+  if (measuredPeak !== undefined) return measuredPeak;
+  const loaded = loadAddon();
+  if (loaded._tag === "Missing") return undefined;
+  const pool = loaded.addon.info().poolThreads;
+  loaded.addon.setThreads(loaded.addon.info().blasThreads, threads);
+  measuredPeak = Math.round(loaded.addon.peakGflops(0.3) * 10) / 10;
+  loaded.addon.setThreads(loaded.addon.info().blasThreads, pool);
+  return measuredPeak;
+};
+
 /** Whether the addon loads here, and if not, why (without registering anything). */
 export const availability = (): { readonly available: true } | { readonly available: false; readonly reason: string } => {
   const loaded = loadAddon();

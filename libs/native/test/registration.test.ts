@@ -37,3 +37,13 @@ describeNative("native backend registration", () => {
     }
   });
 });
+
+describeNative("NativeBackend.measurePeakGflops", () => {
+  it("measures a positive FP32 peak once per process, within what the ISA allows at up to 6 GHz", () => {
+    const peak = NativeBackend.measurePeakGflops(2);
+    expect(peak).toBeGreaterThan(1);
+    // 2 threads × 6 GHz × 64 FLOP/cycle (two AVX-512 FMA pipes) bounds any current x86 core.
+    expect(peak).toBeLessThan(2 * 6 * 64);
+    expect(NativeBackend.measurePeakGflops(2)).toBe(peak);
+  });
+});

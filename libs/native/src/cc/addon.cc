@@ -220,6 +220,11 @@ Napi::Value CausalAttentionGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// peakGflops(seconds)
+Napi::Value PeakGflops(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), peakGflops(info[0].As<Napi::Number>().DoubleValue()));
+}
+
 // rope(x, cos, sin, y, [B, T, heads, D], transpose)
 Napi::Value Rope(const Napi::CallbackInfo& info) {
   const int32_t* d = i32(info[4]);
@@ -255,6 +260,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("causalAttention", Napi::Function::New(env, CausalAttention));
   exports.Set("causalAttentionGrad", Napi::Function::New(env, CausalAttentionGrad));
   exports.Set("rope", Napi::Function::New(env, Rope));
+  exports.Set("peakGflops", Napi::Function::New(env, PeakGflops));
   return exports;
 }
 

@@ -11,6 +11,8 @@ export interface Addon {
    * OPENBLAS_CORETYPE is unset; returns the core now in use. See src/cc/addon.cc.
    */
   redetectBlasCore(): string;
+  /** FP32 GFLOP/s of register-only FMA chains on every pool thread (best over about `seconds`). */
+  peakGflops(seconds: number): number;
   /** For each i: out[i·M·N ..] = op(a[aOffsets[i] ..]) · op(b[bOffsets[i] ..]), row-major. */
   gemm(
     a: Float32Array,
