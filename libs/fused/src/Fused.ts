@@ -41,6 +41,8 @@ export const KernelNames = {
    * with transpose its adjoint (which is also its gradient).
    */
   rope: "PatchlmRope",
+  /** inputs: an array of float32 tensors of any shapes; output Σ x² over all of them (scalar). Not differentiable. */
+  sumOfSquares: "PatchlmSumOfSquares",
 } as const;
 
 const fusedHere = (...names: ReadonlyArray<string>): boolean => {
@@ -133,6 +135,21 @@ export const swiglu = <T extends tf.Tensor>(gate: T, up: T): T => {
     return run(KernelNames.swiglu, { gate, up }) as T;
   }
   return tf.tidy(() => tf.mul(tf.mul(gate, tf.sigmoid(gate)), up)) as T;
+};
+
+/**
+ * Σ x² over every element of every tensor, as one scalar (global gradient norms). One kernel
+ * where the backend has it, instead of a square and a sum per tensor; not differentiable.
+ */
+export const sumOfSquares = (xs: ReadonlyArray<tf.Tensor>): tf.Scalar => {
+  if (xs.length > 0 && xs.every((x) => x.dtype === "float32") && fusedHere(KernelNames.sumOfSquares)) {
+    return run(KernelNames.sumOfSquares, xs as unknown as tf.NamedTensorMap) as tf.Scalar;
+  }
+  return tf.tidy(() => {
+    const squares = xs.map((x) => tf.sum(tf.square(x)));
+    if (squares.length === 0) return tf.scalar(0);
+    return (squares.length === 1 ? squares[0] : tf.addN(squares)) as tf.Scalar;
+  });
 };
 
 /** Memory order of attention's q, k, v and output: head-major (B,H,T,D) or sequence-major (B,T,H,D). */

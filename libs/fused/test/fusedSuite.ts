@@ -242,6 +242,15 @@ export const fusedSuite = (backend: string): void => {
       expectClose(gx, tyOut, { atol: 1e-6, rtol: 1e-5, label: "rope gradient" });
     });
 
+    it("sumOfSquares is Σx² over every tensor in float64, and 0 for none", () => {
+      const shapes = [[3, 7], [33], [2, 2, 5]];
+      const xs = shapes.map((shape, i) => rand(shape, 50 + i, -3, 3));
+      const [total, none] = onHost(() => [Fused.sumOfSquares(xs.map((x, i) => tf.tensor(x, shapes[i]))), Fused.sumOfSquares([])]);
+      const want = xs.reduce((acc, x) => acc + Array.from(x).reduce((a, v) => a + v * v, 0), 0);
+      expectClose(total, [want], { atol: 1e-5, rtol: 1e-6, label: "sumOfSquares" });
+      expectClose(none, [0], { atol: 0, rtol: 0, label: "sumOfSquares of nothing" });
+    });
+
     it("weightedCrossEntropy matches float64 with ignored (out-of-range, weight 0) and duplicate targets", () => {
       const [R, V, K] = [7, 33, 4];
       const z = rand([R, V], 3, -6, 6);

@@ -10,6 +10,7 @@ describeNative("Fused ops: native kernels against their tfjs definitions", () =>
     await tf.setBackend("native");
     expect(tf.getKernel(Fused.KernelNames.rmsNorm, "native")).toBeDefined();
     expect(tf.getKernel(Fused.KernelNames.rope, "native")).toBeDefined();
+    expect(tf.getKernel(Fused.KernelNames.sumOfSquares, "native")).toBeDefined();
     expect(tf.getKernel(Fused.KernelNames.rmsNorm, "cpu")).toBeUndefined();
   });
 
@@ -100,6 +101,14 @@ describeNative("Fused.weightedCrossEntropy", () => {
       for (let i = 0; i < 5; i++) step();
     });
     tf.dispose([logits, targets, weights]);
+  });
+});
+
+describeNative("Fused.sumOfSquares", () => {
+  it("matches the tfjs definition over many tensors, small and larger than one parallel block", async () => {
+    await expectNativeMatchesCpu("sumOfSquares", () => [
+      Fused.sumOfSquares([rand([5], 61), rand([300, 257], 62, -2, 2), rand([1, 1], 63), rand([70001], 64)]),
+    ], 1e-3, 1e-6);
   });
 });
 

@@ -1,4 +1,5 @@
 import * as tf from "@tensorflow/tfjs";
+import { Fused } from "@patchlm/fused";
 
 /** Trainable variables keyed by parameter-table name (the same shape as @patchlm/model's Params). */
 export type Params = { readonly [name: string]: tf.Variable };
@@ -20,12 +21,7 @@ export const valueAndGrads = (params: Params, loss: () => tf.Scalar): { value: t
 };
 
 /** √(Σ‖g‖²) over every gradient, as a scalar tensor (no host sync). */
-export const globalNorm = (grads: Grads): tf.Scalar =>
-  tf.tidy(() => {
-    const squares = Object.values(grads).map((g) => tf.sum(tf.square(g)));
-    if (squares.length === 0) return tf.scalar(0);
-    return tf.sqrt(squares.length === 1 ? squares[0] : tf.addN(squares)) as tf.Scalar;
-  });
+export const globalNorm = (grads: Grads): tf.Scalar => tf.tidy(() => tf.sqrt(Fused.sumOfSquares(Object.values(grads))) as tf.Scalar);
 
 /**
  * The factor torch.nn.utils.clip_grad_norm_ multiplies every gradient by:

@@ -220,6 +220,11 @@ Napi::Value CausalAttentionGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// sumOfSquares(x) -> Σ x²
+Napi::Value SumOfSquares(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), sumOfSquares(f32(info[0]), len(info[0])));
+}
+
 // peakGflops(seconds)
 Napi::Value PeakGflops(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), peakGflops(info[0].As<Napi::Number>().DoubleValue()));
@@ -261,6 +266,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("causalAttentionGrad", Napi::Function::New(env, CausalAttentionGrad));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("peakGflops", Napi::Function::New(env, PeakGflops));
+  exports.Set("sumOfSquares", Napi::Function::New(env, SumOfSquares));
   return exports;
 }
 

@@ -81,6 +81,9 @@ double weightedCrossEntropy(const float* z, const int32_t* t, const float* w, fl
 void weightedCrossEntropyGrad(float dy, const float* z, const int32_t* t, const float* w, const float* lse, float* dz,
                               int64_t R, int64_t V, int64_t K);
 
+// Σ x² over n elements (float partial sums per block, accumulated in double).
+double sumOfSquares(const float* x, int64_t n);
+
 // FP32 GFLOP/s of register-only FMA chains on every pool thread, best of repeated runs over
 // about `seconds`.
 double peakGflops(double seconds);

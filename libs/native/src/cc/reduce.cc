@@ -1,6 +1,8 @@
 // Reductions over the middle axis of (outer, R, inner), and row softmax.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <vector>
 
 #include "kernels.h"
 #include "pool.h"
@@ -89,6 +91,24 @@ void softmax(const float* x, float* out, int64_t rows, int64_t cols) {
       for (int64_t c = 0; c < cols; c++) dst[c] *= inv;
     }
   });
+}
+
+double sumOfSquares(const float* x, int64_t n) {
+  // Per-part partial sums in float lanes over blocks of kGrain, accumulated in double: a norm over
+  // millions of elements keeps float32 accuracy without a double per element.
+  std::vector<double> partials(pool().size(), 0.0);
+  std::atomic<int> next{0};
+  pool().parallelFor(n, kGrain, [&](int64_t begin, int64_t end) {
+    double acc = 0.0;
+    for (int64_t i = begin; i < end; i += kGrain) {
+      const int64_t stop = std::min(end, i + kGrain);
+      acc += dot(x + i, x + i, stop - i);
+    }
+    partials[next.fetch_add(1)] = acc;
+  });
+  double total = 0.0;
+  for (double p : partials) total += p;
+  return total;
 }
 
 }  // namespace patchlm

@@ -13,6 +13,8 @@ export interface Addon {
   redetectBlasCore(): string;
   /** FP32 GFLOP/s of register-only FMA chains on every pool thread (best over about `seconds`). */
   peakGflops(seconds: number): number;
+  /** Σ x² (accumulated in double). */
+  sumOfSquares(x: Float32Array): number;
   /** For each i: out[i·M·N ..] = op(a[aOffsets[i] ..]) · op(b[bOffsets[i] ..]), row-major. */
   gemm(
     a: Float32Array,

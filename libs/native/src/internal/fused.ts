@@ -118,7 +118,14 @@ export const fusedKernels = (addon: Addon): ReadonlyArray<{ kernelName: string; 
     if (y.length > 0) addon.rope(f32(backend, x), f32(backend, cos), f32(backend, sin), y, Int32Array.of(B, T, h, D), transpose === true);
     return output(backend, x.shape, "float32", y);
   };
+  const sumOfSquares = (args: KernelArgs) => {
+    const backend = args.backend as Parameters<typeof f32>[0];
+    let total = 0;
+    for (const x of Object.values(args.inputs)) total += addon.sumOfSquares(f32(backend, x));
+    return output(backend, [], "float32", Float32Array.of(total));
+  };
   return [
+    { kernelName: Fused.KernelNames.sumOfSquares, kernelFunc: sumOfSquares as tf.KernelFunc },
     { kernelName: Fused.KernelNames.rope, kernelFunc: rope as tf.KernelFunc },
     { kernelName: Fused.KernelNames.causalAttention, kernelFunc: causalAttention as tf.KernelFunc },
     { kernelName: Fused.KernelNames.causalAttentionGrad, kernelFunc: causalAttentionGrad as tf.KernelFunc },
