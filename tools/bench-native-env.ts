@@ -14,6 +14,8 @@ export const openblasReport = () => {
     OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? null,
     note: "as this process saw them; null means unset in the command (env -u) or never set",
     core: native._tag === "Registered" ? native.info.blasCore : null,
+    // OpenBLAS 0.3.21's own pick when the addon repaired a misdetection (PATCHLM_BLAS_REDETECT=0 keeps it)
+    coreDetectedByOpenblas: native._tag === "Registered" ? (native.info.blasCoreDetected ?? native.info.blasCore) : null,
   };
 };
 
