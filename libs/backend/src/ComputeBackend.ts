@@ -7,6 +7,7 @@ import { BackendError } from "./Errors";
 import { defaultClockGhz, estimatePeakGflops } from "./internal/peak";
 import { probeTensorflow, tensorflowPackages } from "./internal/tensorflow";
 import * as WasmKernels from "./internal/wasmKernels";
+import * as WasmThreads from "./internal/wasmThreads";
 
 /** The compute backends, best first. */
 export const BackendName = Schema.Literal("tensorflow", "native", "wasm", "cpu");
@@ -29,8 +30,9 @@ export interface Options {
   /** From the run config or a flag; `auto` or absent defers to `PATCHLM_BACKEND`, then the best available. */
   readonly backend?: Choice;
   /**
-   * Threads for the native backend (BLAS and its own pool). Absent: `PATCHLM_THREADS`, then
-   * `OPENBLAS_NUM_THREADS`, then every core. The other backends choose their own.
+   * Threads for the native backend (BLAS and its own pool; absent: `PATCHLM_THREADS`, then
+   * `OPENBLAS_NUM_THREADS`, then every core) and for wasm (XNNPACK's pool, at most 8; absent:
+   * `PATCHLM_THREADS`, then every core). The other backends choose their own.
    */
   readonly threads?: number;
   /** The machine's FP32 peak for MFU. Absent: `PATCHLM_PEAK_GFLOPS`, then an estimate. */
@@ -119,8 +121,17 @@ const probe = (name: BackendName, threads: number | undefined): Effect.Effect<Pr
     }
     case "wasm":
       return Effect.sync(WasmKernels.install).pipe(
-        Effect.zipRight(setBackend(name)),
-        Effect.map(() => ready({ threads: getThreadsCount(), detail: `kernel fixes: ${WasmKernels.fixedKernels.join(", ")}` })),
+        Effect.zipRight(Effect.promise(() => WasmThreads.register(threads ?? availableParallelism()))),
+        Effect.tap(() => setBackend(name)),
+        Effect.map((build) =>
+          ready({
+            threads: getThreadsCount(),
+            detail: [
+              build._tag === "Threaded" ? "threaded-SIMD build" : `single-threaded SIMD build (${build.reason})`,
+              `kernel fixes: ${WasmKernels.fixedKernels.join(", ")}`,
+            ].join("; "),
+          }),
+        ),
       );
     case "cpu":
       return setBackend(name).pipe(Effect.map(() => ready({ threads: 1, detail: "pure JavaScript" })));
