@@ -30,6 +30,9 @@ describe("wasm BatchMatMul (transpose then multiply)", () => {
     { a: [1], b: [4], M: 1, N: 8, K: 2 },
     { a: [2, 3], b: [], M: 3, N: 2, K: 4 },
     { a: [2, 1], b: [1, 3], M: 3, N: 2, K: 7 },
+    // Wide op(A) against a narrow op(B): transposeA takes the swapped order (op(B)ᵀ·op(A)ᵀ)ᵀ.
+    { a: [], b: [], M: 40, N: 3, K: 6 },
+    { a: [2], b: [2], M: 33, N: 2, K: 5 },
   ];
   for (const c of cases) {
     for (const [ta, tb] of flags) {
@@ -64,6 +67,93 @@ describe("wasm BatchMatMul (transpose then multiply)", () => {
         return [f(a, b, bias), ...(activation === "linear" || activation === "relu" ? tf.grads((x, y, z) => tf.sum(f(x, y, z)))([a, b, bias]) : [])];
       });
     }
+  });
+});
+
+describe("wasm Transpose (tiled copy)", () => {
+  const cases: Array<{ shape: Array<number>; perm: Array<number> }> = [
+    { shape: [7], perm: [0] },
+    { shape: [19, 23], perm: [1, 0] },
+    { shape: [1, 9], perm: [1, 0] },
+    { shape: [3, 17, 10], perm: [0, 2, 1] },
+    { shape: [3, 17, 10], perm: [1, 0, 2] },
+    { shape: [3, 17, 10], perm: [2, 0, 1] },
+    { shape: [3, 17, 10], perm: [1, 2, 0] },
+    { shape: [2, 9, 3, 5], perm: [0, 2, 1, 3] },
+    { shape: [2, 9, 3, 5], perm: [0, 2, 3, 1] },
+    { shape: [2, 9, 1, 5], perm: [3, 2, 0, 1] },
+    { shape: [2, 3, 4, 5, 6], perm: [4, 0, 3, 1, 2] },
+    { shape: [2, 1, 1], perm: [2, 1, 0] },
+    { shape: [4, 0, 3], perm: [2, 0, 1] },
+  ];
+  for (const c of cases) {
+    it(`permutes ${JSON.stringify(c.shape)} by ${JSON.stringify(c.perm)} like cpu`, async () => {
+      await expectWasmMatchesCpu("transpose", () => tf.transpose(rand(c.shape, 16), c.perm), 0);
+    });
+  }
+
+  it("keeps int32 and bool values, and carries the gradient", async () => {
+    await expectWasmMatchesCpu("transpose dtypes", () => {
+      const ints = tf.range(0, 60, 1, "int32").reshape([3, 4, 5]);
+      const x = rand([4, 6, 5], 17);
+      const w = rand([5, 4, 6], 18);
+      return [
+        tf.transpose(ints, [2, 0, 1]),
+        tf.cast(tf.transpose(tf.greater(ints, 29), [1, 2, 0]), "float32"),
+        tf.grad((y: tf.Tensor) => tf.sum(tf.mul(tf.transpose(y, [2, 0, 1]), w)))(x),
+      ];
+    }, 0);
+  });
+});
+
+describe("wasm Identity and same-dtype Cast (shared storage)", () => {
+  it("give the input's values without a copy, and each stays valid after the other is disposed", async () => {
+    await tf.setBackend("wasm");
+    const buffers = tf.memory().numDataBuffers;
+    const x = rand([5, 3], 19);
+    const expected = Float32Array.from(x.dataSync());
+    const clone = tf.clone(x);
+    const same = tf.cast(x, "float32");
+    expect(tf.memory().numDataBuffers).toBe(buffers + 1);
+    x.dispose();
+    expect(Float32Array.from(clone.dataSync())).toEqual(expected);
+    clone.dispose();
+    expect(Float32Array.from(same.dataSync())).toEqual(expected);
+    same.dispose();
+    expect(tf.memory().numDataBuffers).toBe(buffers);
+  });
+
+  it("still converts between dtypes, matching cpu", async () => {
+    await expectWasmMatchesCpu("cast", () => {
+      const x = tf.mul(rand([4, 5], 20), 7);
+      return [tf.cast(tf.cast(x, "int32"), "float32"), tf.cast(tf.cast(x, "bool"), "float32"), tf.clone(x)];
+    }, 0);
+  });
+});
+
+describe("wasm GatherV2 (row copies)", () => {
+  it("gathers along every axis, with batch dims, short and long rows, like cpu", async () => {
+    await expectWasmMatchesCpu("gather", () => {
+      const x = rand([3, 4, 20], 21);
+      const small = rand([6, 3], 22);
+      return [
+        tf.gather(small, tf.tensor1d([5, 0, 5, 2], "int32")),
+        tf.gather(x, tf.tensor2d([2, 0, 1, 2], [2, 2], "int32"), 0),
+        tf.gather(x, tf.tensor1d([3, 3, 0], "int32"), 1),
+        tf.gather(x, tf.tensor1d([19, 0, 7], "int32"), 2),
+        tf.gather(x, tf.tensor2d([1, 0, 3, 3, 2, 2], [3, 2], "int32"), 1, 1),
+        tf.cast(tf.gather(tf.range(0, 12, 1, "int32").reshape([4, 3]), tf.tensor1d([3, 1], "int32")), "float32"),
+        tf.gather(small, tf.tensor1d([], "int32")),
+      ];
+    }, 0);
+  });
+
+  it("rejects an index outside the axis, naming it", async () => {
+    await tf.setBackend("wasm");
+    const x = rand([4, 3], 23);
+    const ids = tf.tensor1d([1, 4], "int32");
+    expect(() => tf.gather(x, ids)).toThrow("GatherV2: the index value 4 is not in [0, 3]");
+    tf.dispose([x, ids]);
   });
 });
 

@@ -1,6 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { Composite } from "@patchlm/native";
+import { makeBatchMatMul, makeTranspose } from "./wasmMatMul";
 
 /**
  * Kernel fixes that make the `wasm` backend fit for training (stack.md, "TensorFlow.js backends"):
@@ -9,12 +10,18 @@ import { Composite } from "@patchlm/native";
  *   a scatter-add.
  * - `BatchMatMul` with `transposeA`/`transposeB`, or with batch dims, runs 10-30x slower than
  *   the plain 2-D form, and every matmul gradient uses the transposed forms. We route every
- *   matmul to the plain 2-D form.
+ *   matmul to the plain 2-D form (./wasmMatMul), and `Transpose` is a tiled copy there.
  * - `_FusedMatMul` adds its bias wrongly for batched inputs (and has the same slow transposed
  *   forms). We compose it from the fixed `BatchMatMul`, `Add` and the activation kernels.
  * - `Slice` copies the WHOLE input out of the wasm heap (`readSync`) before taking its piece, so
  *   `Unpack`/`split` into n pieces costs n times the input. We slice from a heap view instead and
  *   route `Unpack` and `SplitV` through it.
+ * - `Identity`, and `Cast` to the same dtype, copy their input; gradients call them hundreds of
+ *   times per training step. Ours share the input's storage (reference-counted, as `Reshape`
+ *   does: no kernel writes into its inputs). `Cast` to bool truncated (3.7 became 3); ours tests
+ *   for non-zero.
+ * - `GatherV2` (embedding lookups) walks element by element, and with batchDims > 0 reads out of
+ *   bounds; ours copies whole rows.
  */
 
 // Kernels are only called with the inputs their op declares, so inputs are never undefined here.
@@ -32,73 +39,13 @@ const replace = (config: tf.KernelConfig): void => {
   tf.registerKernel(config);
 };
 
-/** Permutation swapping the last two axes of a rank-`rank` tensor. */
-const swapLastTwo = (rank: number): Array<number> => {
-  const perm = Array.from({ length: rank }, (_, i) => i);
-  perm[rank - 2] = rank - 1;
-  perm[rank - 1] = rank - 2;
-  return perm;
-};
-
 /**
- * Route every matmul to the kernel's fast plain 2-D form: materialise transposes first (a cheap
- * O(n²) copy), multiply a batch against one shared matrix as one tall 2-D product, and loop
- * over the items of a true batch (attention), since the batched form is about 10x slower too.
+ * The kernel `name` with a new function built from the original one (its fallback). The config
+ * keeps the original's setup function: other shipped kernels call its wasm export internally.
  */
-const plainMatMul = (config: tf.KernelConfig, transpose: tf.KernelFunc): tf.KernelConfig => {
-  const plain = config.kernelFunc as (args: KernelArgs) => Info;
-  const kernelFunc = (args: KernelArgs): Info => {
-    const attrs = args.attrs as { transposeA: boolean; transposeB: boolean };
-    const backend = args.backend as BackendWasm;
-    const { a: a0, b: b0 } = args.inputs;
-    const aBatch = a0.shape.slice(0, -2);
-    const bBatch = b0.shape.slice(0, -2);
-    const aCount = tf.util.sizeFromShape(aBatch);
-    const bCount = tf.util.sizeFromShape(bBatch);
-    if (!attrs.transposeA && !attrs.transposeB && aCount === 1 && bCount === 1) return plain(args);
-    const temporaries: Array<Info> = [];
-    const keep = (t: Info): Info => {
-      temporaries.push(t);
-      return t;
-    };
-    const materialise = (x: Info, flag: boolean): Info =>
-      flag ? keep(transpose({ inputs: { x }, backend, attrs: { perm: swapLastTwo(x.shape.length) } }) as Info) : x;
-    const multiply = (a: Info, b: Info): Info => plain({ inputs: { a, b }, backend, attrs: { ...args.attrs, transposeA: false, transposeB: false } });
-    // A tensor's storage under another shape: the plain kernel reshapes its inputs itself.
-    const as = (x: Info, shape: Array<number>): Info => ({ dataId: x.dataId, dtype: x.dtype, shape });
-    try {
-      const a = materialise(a0, attrs.transposeA);
-      const b = materialise(b0, attrs.transposeB);
-      const [M, K] = a.shape.slice(-2);
-      const N = b.shape[b.shape.length - 1];
-      const outBatch = tf.broadcast_util.assertAndGetBroadcastShape(aBatch, bBatch);
-      const outShape = [...outBatch, M, N];
-      if (bCount === 1) {
-        const out = multiply(as(a, [aCount * M, K]), as(b, [K, N]));
-        return { ...out, shape: outShape };
-      }
-      const count = tf.util.sizeFromShape(outBatch);
-      const aOffsets = Composite.batchOffsets(aBatch, outBatch, M * K);
-      const bOffsets = Composite.batchOffsets(bBatch, outBatch, K * N);
-      const out = backend.makeOutput(outShape, "float32");
-      const item = (x: Info, offset: number, rows: number, cols: number): Info => {
-        if (x.shape.length === 2 || tf.util.sizeFromShape(x.shape) === rows * cols) return as(x, [rows, cols]);
-        const piece = keep(backend.makeOutput([rows, cols], "float32"));
-        const view = backend.typedArrayFromHeap(x);
-        backend.typedArrayFromHeap(piece).set(view.subarray(offset, offset + rows * cols));
-        return piece;
-      };
-      for (let i = 0; i < count; i++) {
-        const product = multiply(item(a, aOffsets[i], M, K), item(b, bOffsets[i], K, N));
-        backend.typedArrayFromHeap(out).set(backend.typedArrayFromHeap(product), i * M * N);
-        backend.disposeData(product.dataId);
-      }
-      return out;
-    } finally {
-      for (const t of temporaries) backend.disposeData(t.dataId);
-    }
-  };
-  return { ...config, kernelFunc: kernelFunc as tf.KernelFunc };
+const wrapped = (name: string, make: (fallback: tf.KernelFunc) => tf.KernelFunc): tf.KernelConfig => {
+  const config = original(name);
+  return { ...config, kernelFunc: make(config.kernelFunc) };
 };
 
 /**
@@ -178,6 +125,77 @@ const unsortedSegmentSum = (args: KernelArgs): Info => {
   return out;
 };
 
+/** The input's storage under a new tensor info, one more reference to it. */
+const share = (backend: BackendWasm, x: Info, dtype = x.dtype): Info => {
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype };
+};
+
+const makeIdentity = (fallback: tf.KernelFunc): tf.KernelFunc => {
+  const identity = (args: KernelArgs): Info => {
+    const x = args.inputs.x;
+    return x.dtype === "string" ? (fallback(args as Parameters<tf.KernelFunc>[0]) as Info) : share(args.backend as BackendWasm, x);
+  };
+  return identity as tf.KernelFunc;
+};
+
+const makeCast = (fallback: tf.KernelFunc): tf.KernelFunc => {
+  const cast = (args: KernelArgs): Info => {
+    const x = args.inputs.x;
+    const backend = args.backend as BackendWasm;
+    const dtype = (args.attrs as { dtype: tf.DataType }).dtype;
+    if (x.dtype === dtype && dtype !== "string") return share(backend, x);
+    if (dtype !== "bool" || x.dtype === "string") return fallback(args as Parameters<tf.KernelFunc>[0]) as Info;
+    // The shipped kernel converts to bool by a typed-array copy, which truncates (3.7 -> 3).
+    const out = backend.makeOutput(x.shape, "bool");
+    const src = backend.typedArrayFromHeap(x);
+    const dst = backend.typedArrayFromHeap(out);
+    for (let i = 0; i < dst.length; i++) dst[i] = src[i] !== 0 ? 1 : 0;
+    return out;
+  };
+  return cast as tf.KernelFunc;
+};
+
+/**
+ * GatherV2: x viewed as (batch, outer, dim, slice) and indices as (batch, n) give
+ * out (batch, outer, n, slice), one row copy per index. An index outside [0, dim) is an error.
+ */
+const makeGather = (fallback: tf.KernelFunc): tf.KernelFunc => {
+  const gather = (args: KernelArgs): Info => {
+    const { x, indices } = args.inputs;
+    if (x.dtype === "string") return fallback(args as Parameters<tf.KernelFunc>[0]) as Info;
+    const backend = args.backend as BackendWasm;
+    const attrs = args.attrs as { axis: number; batchDims: number };
+    const axis = tf.util.parseAxisParam(attrs.axis, x.shape)[0];
+    const info = tf.backend_util.segment_util.collectGatherOpShapeInfo(x as tf.Tensor, indices as tf.Tensor, axis, attrs.batchDims);
+    const { batchSize, outerSize, dimSize, sliceSize } = info;
+    const n = tf.util.sizeFromShape(indices.shape) / Math.max(batchSize, 1);
+    const out = backend.makeOutput(info.outputShape, x.dtype);
+    if (tf.util.sizeFromShape(info.outputShape) === 0) return out;
+    const ids = backend.typedArrayFromHeap(indices);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!(id >= 0 && id < dimSize)) throw new Error(`GatherV2: the index value ${id} is not in [0, ${dimSize - 1}]`);
+    }
+    const src = backend.typedArrayFromHeap(x);
+    const dst = backend.typedArrayFromHeap(out);
+    let to = 0;
+    for (let b = 0; b < batchSize; b++) {
+      for (let o = 0; o < outerSize; o++) {
+        const base = (b * outerSize + o) * dimSize * sliceSize;
+        for (let k = 0; k < n; k++) {
+          const from = base + ids[b * n + k] * sliceSize;
+          if (sliceSize >= 16) dst.set(src.subarray(from, from + sliceSize), to);
+          else for (let j = 0; j < sliceSize; j++) dst[to + j] = src[from + j];
+          to += sliceSize;
+        }
+      }
+    }
+    return out;
+  };
+  return gather as tf.KernelFunc;
+};
+
 let installed = false;
 
 /**
@@ -186,8 +204,11 @@ let installed = false;
  */
 export const install = (): void => {
   if (installed) return;
-  const transpose = original("Transpose").kernelFunc;
-  replace(plainMatMul(original("BatchMatMul"), transpose));
+  replace(wrapped("Transpose", makeTranspose));
+  replace(makeBatchMatMul(original("BatchMatMul")));
+  replace(wrapped("Identity", makeIdentity));
+  replace(wrapped("Cast", makeCast));
+  replace(wrapped("GatherV2", makeGather));
   replace({ ...original("_FusedMatMul"), kernelFunc: Composite.fusedMatMul("wasm") });
   const slice = makeSlice(original("Slice").kernelFunc);
   replace({ kernelName: "Slice", backendName: "wasm", kernelFunc: slice });
@@ -200,4 +221,15 @@ export const install = (): void => {
 };
 
 /** Names of the kernels `install` adds or replaces, for reports. */
-export const fixedKernels = ["BatchMatMul", "_FusedMatMul", "Slice", "Unpack", "SplitV", "UnsortedSegmentSum"] as const;
+export const fixedKernels = [
+  "BatchMatMul",
+  "Transpose",
+  "_FusedMatMul",
+  "Slice",
+  "Unpack",
+  "SplitV",
+  "UnsortedSegmentSum",
+  "Identity",
+  "Cast",
+  "GatherV2",
+] as const;
