@@ -35,7 +35,11 @@ export interface Options {
    * `PATCHLM_THREADS`, then every core). The other backends choose their own.
    */
   readonly threads?: number;
-  /** The machine's FP32 peak for MFU. Absent: `PATCHLM_PEAK_GFLOPS`, then an estimate. */
+  /**
+   * The machine's FP32 peak for MFU. Absent: `PATCHLM_PEAK_GFLOPS`; then, with `PATCHLM_CPU_GHZ`,
+   * an estimate at that clock; then a measurement (FMA chains on every core, needs the native
+   * addon, about 0.3 s once per process); then an estimate at the reference machines' clock.
+   */
   readonly peakGflops?: number;
 }
 
@@ -48,7 +52,7 @@ export interface Service {
   readonly threads: number;
   /** FP32 peak of the machine in GFLOP/s, for MFU; undefined when unknown. */
   readonly peakGflops: number | undefined;
-  readonly peakSource: "options" | "env" | "estimate" | "unknown";
+  readonly peakSource: "options" | "env" | "measured" | "estimate" | "unknown";
   /** Implementation details for logs and bench output (package, BLAS build, kernel fixes). */
   readonly detail: string;
   /** Why better backends were passed over, one entry each (auto only). */
@@ -167,7 +171,7 @@ const resolveChoice = (options: Options) =>
     return { choice: fromEnv, chosenBy: "env" as const };
   });
 
-const resolvePeak = (options: Options) =>
+const resolvePeak = (options: Options, threads: number | undefined) =>
   Effect.gen(function* () {
     if (options.peakGflops !== undefined) {
       return { peakGflops: yield* positive("peakGflops")(options.peakGflops), peakSource: "options" as const };
@@ -181,6 +185,9 @@ const resolvePeak = (options: Options) =>
       Effect.mapError(badSetting(env.clockGhz)),
       Effect.flatMap(positive(env.clockGhz)),
     );
+    // Virtual machines report a nominal clock, so without a user's figure the peak is measured.
+    const measured = clock === undefined ? NativeBackend.measurePeakGflops(threads ?? availableParallelism()) : undefined;
+    if (measured !== undefined) return { peakGflops: measured, peakSource: "measured" as const };
     const estimate = estimatePeakGflops(clock ?? defaultClockGhz);
     return estimate === undefined
       ? { peakGflops: undefined, peakSource: "unknown" as const }
@@ -199,7 +206,7 @@ const resolveThreads = (options: Options) =>
 export const make = Effect.fn("ComputeBackend.make")(function* (options: Options = {}) {
   const { choice, chosenBy } = yield* resolveChoice(options);
   const threads = yield* resolveThreads(options);
-  const { peakGflops, peakSource } = yield* resolvePeak(options);
+  const { peakGflops, peakSource } = yield* resolvePeak(options, threads);
   const candidates = choice === "auto" ? preference : [choice];
   const skipped: Array<{ backend: BackendName; reason: string }> = [];
   for (const name of candidates) {

@@ -134,6 +134,18 @@ describe("ComputeBackend", () => {
     expect([availableParallelism() * 4.2 * 64, availableParallelism() * 4.2 * 32]).toContainEqual(s.peakGflops);
   });
 
+  it("measures the peak with the native addon when no figure or clock is given", async () => {
+    const s = await runTest(make({ backend: "cpu" }, {}).effect);
+    if (nativeHere) {
+      expect(s.peakSource).toBe("measured");
+      // every core × at most 6 GHz × 64 FLOP/cycle (two AVX-512 FMA pipes)
+      expect(s.peakGflops).toBeGreaterThan(1);
+      expect(s.peakGflops).toBeLessThan(availableParallelism() * 6 * 64);
+    } else {
+      expect(s.peakSource).toBe("estimate");
+    }
+  });
+
   it("provides the service through layerFor", async () => {
     const name = await runTest(
       Effect.provide(
