@@ -30,9 +30,10 @@ describe("wasm BatchMatMul (transpose then multiply)", () => {
     { a: [1], b: [4], M: 1, N: 8, K: 2 },
     { a: [2, 3], b: [], M: 3, N: 2, K: 4 },
     { a: [2, 1], b: [1, 3], M: 3, N: 2, K: 7 },
-    // Wide op(A) against a narrow op(B): transposeA takes the swapped order (op(B)ᵀ·op(A)ᵀ)ᵀ.
-    { a: [], b: [], M: 40, N: 3, K: 6 },
-    { a: [2], b: [2], M: 33, N: 2, K: 5 },
+    // Few rows against a wide op(B): transposeB takes the swapped order (op(B)ᵀ·op(A)ᵀ)ᵀ.
+    { a: [], b: [], M: 3, N: 40, K: 6 },
+    { a: [2], b: [2], M: 2, N: 33, K: 5 },
+    { a: [3], b: [], M: 1, N: 17, K: 9 },
   ];
   for (const c of cases) {
     for (const [ta, tb] of flags) {

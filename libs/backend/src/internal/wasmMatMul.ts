@@ -8,10 +8,10 @@ import { Composite } from "@patchlm/native";
  * The shipped `BatchMatMul` is fast (XNNPACK) only for a plain 2-D product a·b; with
  * `transposeA`/`transposeB` or batch dims it falls back to a naive loop 10-30x slower, and every
  * matmul gradient uses the transposed forms. We route every product to the plain 2-D form,
- * transposing operands ourselves. Of the two ways to get C = op(A)·op(B) from plain products,
- * directly or as C = (op(B)ᵀ·op(A)ᵀ)ᵀ, we take the one that moves fewer elements: for a weight
- * gradient dW = dyᵀ·x (A = dy) with a wide dy, as in lm_head's (2048×4096 against 2048×256),
- * transposing x and the small result moves 5x less than transposing dy.
+ * transposing operands ourselves. C = op(A)·op(B) is computed directly, or as
+ * C = (op(B)ᵀ·op(A)ᵀ)ᵀ when that moves fewer elements and keeps the larger side on the left: a
+ * few rows against a big transposed weight (decoding: x (1,C)·Wᵀ with W (V,C)) then transposes
+ * x and the result instead of W.
  *
  * The shipped `Transpose` writes with a large stride on every element (no blocking), 2-3x slower
  * than the tiled copy here.
@@ -193,10 +193,14 @@ export const makeBatchMatMul = (config: tf.KernelConfig): tf.KernelConfig => {
       const [m, k] = transposeA ? [A.cols, A.rows] : [A.rows, A.cols];
       const n = transposeB ? B.rows : B.cols;
       // Elements moved: direct transposes op's operands; swapped computes op(B)ᵀ·op(A)ᵀ, whose
-      // operands are the stored layouts when transposed, then transposes the (N,M) result.
+      // operands are the stored layouts when transposed, then transposes the (N,M) result. XNNPACK
+      // splits the rows of the left operand over its threads and packs the right one whole, so
+      // swapping pays only when it also keeps the larger side on the left (m <= n): a few rows
+      // against a big weight, as in decoding. In training (m = B·T rows) the direct form was
+      // faster even where it moves more, e.g. lm_head's weight gradient, 1 or 2 threads.
       const direct = (transposeA ? m * k : 0) + (transposeB ? n * k : 0);
       const swapped = (transposeA ? 0 : m * k) + (transposeB ? 0 : n * k) + m * n;
-      if (swapped < direct) {
+      if (swapped < direct && m <= n) {
         const p = multiply(materialise(B, !transposeB), materialise(A, !transposeA)); // (N,M)
         const target = out ?? backend.makeOutput([m, n], "float32");
         transposeMatrix(heap(p), 0, n, m, heap(target), out === undefined ? 0 : outOffset);
