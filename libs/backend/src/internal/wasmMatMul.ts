@@ -20,12 +20,14 @@ import { Composite } from "@patchlm/native";
 type KernelArgs = Omit<Parameters<tf.KernelFunc>[0], "inputs"> & { inputs: Record<string, tf.TensorInfo> };
 type Info = tf.TensorInfo;
 
-const TILE = 8;
+const TILE = 16;
 
 /**
  * Tiled strided copy: for i < nI, j < nJ,
  *   dst[dBase + i + j·dStrideJ] = src[sBase + i·sStrideI + j],
- * i.e. a (nI, nJ) block read with row stride sStrideI, written transposed with row stride dStrideJ.
+ * i.e. a (nI, nJ) block read with row stride sStrideI, written transposed with row stride
+ * dStrideJ. 16×16 tiles keep both sides in cache; inside them 4×4 blocks go through locals, which
+ * V8 keeps in registers (about twice as fast as an element-by-element loop).
  */
 const transposeTile = (
   src: tf.TypedArray,
@@ -37,19 +39,33 @@ const transposeTile = (
   nI: number,
   nJ: number,
 ): void => {
-  for (let i0 = 0; i0 < nI; i0 += TILE) {
-    const i1 = Math.min(i0 + TILE, nI);
-    for (let j0 = 0; j0 < nJ; j0 += TILE) {
-      const j1 = Math.min(j0 + TILE, nJ);
-      for (let i = i0; i < i1; i++) {
-        let s = sBase + i * sStrideI + j0;
-        let d = dBase + i + j0 * dStrideJ;
-        for (let j = j0; j < j1; j++) {
-          dst[d] = src[s++];
-          d += dStrideJ;
+  const i4 = nI - (nI % 4);
+  const j4 = nJ - (nJ % 4);
+  const s1 = sStrideI;
+  const d1 = dStrideJ;
+  for (let i0 = 0; i0 < i4; i0 += TILE) {
+    const i1 = Math.min(i0 + TILE, i4);
+    for (let j0 = 0; j0 < j4; j0 += TILE) {
+      const j1 = Math.min(j0 + TILE, j4);
+      for (let i = i0; i < i1; i += 4) {
+        for (let j = j0; j < j1; j += 4) {
+          const s = sBase + i * s1 + j;
+          const a0 = src[s], a1 = src[s + 1], a2 = src[s + 2], a3 = src[s + 3];
+          const b0 = src[s + s1], b1 = src[s + s1 + 1], b2 = src[s + s1 + 2], b3 = src[s + s1 + 3];
+          const c0 = src[s + 2 * s1], c1 = src[s + 2 * s1 + 1], c2 = src[s + 2 * s1 + 2], c3 = src[s + 2 * s1 + 3];
+          const e0 = src[s + 3 * s1], e1 = src[s + 3 * s1 + 1], e2 = src[s + 3 * s1 + 2], e3 = src[s + 3 * s1 + 3];
+          const d = dBase + i + j * d1;
+          dst[d] = a0; dst[d + 1] = b0; dst[d + 2] = c0; dst[d + 3] = e0;
+          dst[d + d1] = a1; dst[d + d1 + 1] = b1; dst[d + d1 + 2] = c1; dst[d + d1 + 3] = e1;
+          dst[d + 2 * d1] = a2; dst[d + 2 * d1 + 1] = b2; dst[d + 2 * d1 + 2] = c2; dst[d + 2 * d1 + 3] = e2;
+          dst[d + 3 * d1] = a3; dst[d + 3 * d1 + 1] = b3; dst[d + 3 * d1 + 2] = c3; dst[d + 3 * d1 + 3] = e3;
         }
       }
     }
+  }
+  // The edges the 4×4 blocks leave: columns j4.. of the first i4 rows, then rows i4.. whole.
+  for (let i = 0; i < nI; i++) {
+    for (let j = i < i4 ? j4 : 0; j < nJ; j++) dst[dBase + i + j * d1] = src[sBase + i * s1 + j];
   }
 };
 
