@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { BackendWasm, setThreadsCount } from "@tensorflow/tfjs-backend-wasm";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import * as path from "node:path";
 
@@ -61,6 +61,9 @@ export const register = async (threads: number): Promise<Threaded> => {
   if (wanted === 1) return { _tag: "Single", reason: "1 thread requested" };
   if (tf.engine().registry["wasm"] !== undefined) return { _tag: "Single", reason: "the wasm backend was initialised before its threads were set" };
   if (typeof SharedArrayBuffer === "undefined") return { _tag: "Single", reason: "no SharedArrayBuffer in this runtime" };
+  // A bundled app may lack this file next to the code; a worker that cannot load would crash the process.
+  const workerFile = path.join(__dirname, "wasmPthreadWorker.cjs");
+  if (!existsSync(workerFile)) return { _tag: "Single", reason: `the pthread worker ${workerFile} is missing` };
   try {
     const factoryPath = load.resolve("@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.js");
     const wasmFile = path.join(path.dirname(factoryPath), "tfjs-backend-wasm-threaded-simd.wasm");
@@ -70,7 +73,7 @@ export const register = async (threads: number): Promise<Threaded> => {
       // Each pthread worker evaluates this file to get the factory.
       mainScriptUrlOrBlob: factoryPath,
       locateFile: (file, prefix) =>
-        file.endsWith(".worker.js") ? path.join(__dirname, "wasmPthreadWorker.cjs") : file.endsWith(".wasm") ? wasmFile : prefix + file,
+        file.endsWith(".worker.js") ? workerFile : file.endsWith(".wasm") ? wasmFile : prefix + file,
       instantiateWasm: (imports, receive) => {
         // The backend caps its pool at half the logical cores (it assumes two hyperthreads per
         // core); report twice the wanted count so that the cap is exactly what was asked for.
