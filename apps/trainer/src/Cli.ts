@@ -79,7 +79,10 @@ const bench = Command.make(
     mode: Options.choice("mode", ["token", "patch", "both"]).pipe(Options.withDefault("both")),
     patchSize: Options.integer("patch-size").pipe(Options.withDefault(4)),
     batch: Options.integer("batch").pipe(Options.withDescription("sequences per step (B)"), Options.withDefault(8)),
-    seqLen: Options.integer("seq-len").pipe(Options.withDescription("tokens per sequence"), Options.withDefault(256)),
+    seqLen: Options.integer("seq-len").pipe(
+      Options.withDescription("positions T per sequence: T tokens in token mode, K·T tokens (T patches) in patch mode"),
+      Options.withDefault(256),
+    ),
     steps: Options.integer("steps").pipe(Options.withDescription("measured steps per mode"), Options.withDefault(5)),
   },
   (o) => Handlers.bench(o),
