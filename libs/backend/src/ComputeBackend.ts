@@ -4,6 +4,7 @@ import { NativeBackend } from "@patchlm/native";
 import { Config, Context, Effect, Layer, Option, Schema } from "effect";
 import { availableParallelism } from "node:os";
 import { BackendError } from "./Errors";
+import { idleCores, readCpuTimes, threadsFor } from "./internal/idle";
 import { defaultClockGhz, estimatePeakGflops } from "./internal/peak";
 import { probeTensorflow, tensorflowPackages } from "./internal/tensorflow";
 import * as WasmKernels from "./internal/wasmKernels";
@@ -32,7 +33,7 @@ export interface Options {
   /**
    * Threads for the native backend (BLAS and its own pool; absent: `PATCHLM_THREADS`, then
    * `OPENBLAS_NUM_THREADS`, then every core) and for wasm (XNNPACK's pool, at most 8; absent:
-   * `PATCHLM_THREADS`, then every core). The other backends choose their own.
+   * `PATCHLM_THREADS`, then the cores idle at start). The other backends choose their own.
    */
   readonly threads?: number;
   /**
@@ -94,6 +95,21 @@ const setBackend = (name: BackendName): Effect.Effect<void, BackendError> =>
     Effect.asVoid,
   );
 
+/**
+ * wasm's default thread count: the cores idle over a short sample at start (./internal/idle: its
+ * pool spins while it waits, so a thread on a busy core slows every matmul), every core where
+ * there is no /proc/stat.
+ */
+const idleThreads = Effect.gen(function* () {
+  const cores = availableParallelism();
+  const before = readCpuTimes();
+  yield* Effect.sleep("200 millis");
+  const after = readCpuTimes();
+  const idle = before === undefined || after === undefined ? undefined : idleCores(before, after, cores);
+  if (idle === undefined) return { count: cores, why: `one per core (${cores}; no /proc/stat to see which are idle)` };
+  return { count: threadsFor(idle, cores), why: `for the idle cores (${idle.toFixed(1)} of ${cores} at start; ${env.threads} sets the count)` };
+});
+
 /** Make one backend usable and switch tfjs to it, or say why it is unavailable here. */
 const probe = (name: BackendName, threads: number | undefined): Effect.Effect<Probe, BackendError> => {
   switch (name) {
@@ -124,19 +140,26 @@ const probe = (name: BackendName, threads: number | undefined): Effect.Effect<Pr
       );
     }
     case "wasm":
-      return Effect.sync(WasmKernels.install).pipe(
-        Effect.zipRight(Effect.promise(() => WasmThreads.register(threads ?? availableParallelism()))),
-        Effect.tap(() => setBackend(name)),
-        Effect.map((build) =>
-          ready({
-            threads: getThreadsCount(),
-            detail: [
-              build._tag === "Threaded" ? "threaded-SIMD build" : `single-threaded SIMD build (${build.reason})`,
-              `kernel fixes: ${WasmKernels.fixedKernels.join(", ")}`,
-            ].join("; "),
-          }),
-        ),
-      );
+      return Effect.gen(function* () {
+        WasmKernels.install();
+        const earlier = WasmThreads.registeredThreads();
+        const wanted =
+          earlier !== undefined
+            ? { count: earlier, why: "as first set in this process" }
+            : threads === undefined
+              ? yield* idleThreads
+              : { count: threads, why: "as set" };
+        const build = yield* Effect.promise(() => WasmThreads.register(wanted.count));
+        yield* setBackend(name);
+        return ready({
+          threads: getThreadsCount(),
+          detail: [
+            build._tag === "Threaded" ? "threaded-SIMD build" : `single-threaded SIMD build (${build.reason})`,
+            `threads ${wanted.why}`,
+            `kernel fixes: ${WasmKernels.fixedKernels.join(", ")}`,
+          ].join("; "),
+        });
+      });
     case "cpu":
       return setBackend(name).pipe(Effect.map(() => ready({ threads: 1, detail: "pure JavaScript" })));
   }

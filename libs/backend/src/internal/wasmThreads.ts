@@ -49,6 +49,9 @@ const maxThreads = 8; // the build pre-spawns 8 pthread workers and caps its poo
 
 let registered: number | undefined;
 
+/** The thread count `register` set up in this process, if it did. */
+export const registeredThreads = (): number | undefined => registered;
+
 /**
  * Make the `wasm` backend, when tfjs next initialises it, the threaded build with `threads`
  * threads. Leaves tfjs's own single-threaded registration in place when `threads` is 1, when
