@@ -103,9 +103,12 @@ const setBackend = (name: BackendName): Effect.Effect<void, BackendError> =>
 const idleThreads = Effect.gen(function* () {
   const cores = availableParallelism();
   const before = readCpuTimes();
+  const [wall0, own0] = [performance.now(), process.cpuUsage()];
   yield* Effect.sleep("200 millis");
   const after = readCpuTimes();
-  const idle = before === undefined || after === undefined ? undefined : idleCores(before, after, cores);
+  const own = process.cpuUsage(own0);
+  const wallMs = performance.now() - wall0;
+  const idle = before === undefined || after === undefined ? undefined : idleCores(before, after, cores, (own.user + own.system) / 1000, wallMs);
   if (idle === undefined) return { count: cores, why: `one per core (${cores}; no /proc/stat to see which are idle)` };
   return { count: threadsFor(idle, cores), why: `for the idle cores (${idle.toFixed(1)} of ${cores} at start; ${env.threads} sets the count)` };
 });

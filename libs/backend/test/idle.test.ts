@@ -19,6 +19,9 @@ describe("idle cores (the wasm backend's default thread count)", () => {
     // stolen time counts as busy
     expect(idleCores(before, parseProcStat(stat(1000, 1150, 0, 50))!, 2)).toBeCloseTo(1.5, 9);
     expect(idleCores(before, before, 2)).toBeUndefined();
+    // one core busy, half of it with this process's own work (100 ms of CPU in 200 ms): 1.5 free
+    expect(idleCores(before, parseProcStat(stat(1100, 1100, 0, 0))!, 2, 100, 200)).toBeCloseTo(1.5, 9);
+    expect(idleCores(before, parseProcStat(stat(1000, 1200, 0, 0))!, 2, 100, 200)).toBe(2);
     expect([threadsFor(1, 2), threadsFor(1.4, 2), threadsFor(1.6, 2), threadsFor(2, 2), threadsFor(0.1, 2), threadsFor(7.7, 4)]).toEqual([1, 1, 2, 2, 1, 4]);
   });
 });

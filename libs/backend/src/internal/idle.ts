@@ -35,10 +35,16 @@ export const readCpuTimes = (): CpuTimes | undefined => {
   }
 };
 
-/** Idle cores between two samples (0..cores), or undefined when no time passed. */
-export const idleCores = (before: CpuTimes, after: CpuTimes, cores: number): number | undefined => {
+/**
+ * Cores free for us between two samples (0..cores), or undefined when no time passed: the idle
+ * ones, plus what this process itself used meanwhile (`ownCpuMs` over `wallMs`; its own start-up
+ * work, such as V8 compiling on background threads, is not another job).
+ */
+export const idleCores = (before: CpuTimes, after: CpuTimes, cores: number, ownCpuMs = 0, wallMs = 1): number | undefined => {
   const total = after.total - before.total;
-  return total > 0 ? (cores * Math.max(0, after.idle - before.idle)) / total : undefined;
+  if (!(total > 0)) return undefined;
+  const idle = (cores * Math.max(0, after.idle - before.idle)) / total + (wallMs > 0 ? ownCpuMs / wallMs : 0);
+  return Math.min(cores, idle);
 };
 
 /** Threads for `idle` idle cores out of `cores`: the idle ones, rounded, at least 1. */
