@@ -36,6 +36,12 @@ saw them and, through ctypes, the kernel core OpenBLAS picked. Setups compared i
     /usr/bin/python3 tools/bench-torch.py                                  # as installed
     OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 tools/bench-torch.py
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 tools/bench-torch.py
+    OPENBLAS_CORETYPE=SkylakeX OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 tools/bench-torch.py
+
+OpenBLAS 0.3.21 does not know every CPU: on an Intel Xeon of family 6 model 207 (Emerald Rapids)
+it falls back to "Prescott" (SSE3 kernels, about 30 GFLOP/s sgemm) unless OPENBLAS_CORETYPE names
+an AVX-512 core such as SkylakeX; check `openblas.core` in the JSON. Torch's own default here is
+one intra-op thread (`torchDefaultThreads`), so --threads sets it explicitly.
 """
 
 import argparse
