@@ -14,10 +14,10 @@ What it runs, in plain eager PyTorch, is the step that tools/bench-step.ts times
   Hugging Face "rotate half"), no biases, untied embeddings, init N(0, 0.02), norm gains 1; fp32;
 - B = 8 sequences of T = 256 positions: 256 tokens in token mode, 256 patches of K = 4 tokens
   (1,024 tokens) in patch mode, whose input is the mean of the K token embeddings and whose RoPE
-  position is the patch index (method.md §1);
+  position is the patch index (docs/method.md §1);
 - loss: token mode, next-token cross-entropy over positions 0..254; patch mode, the official code's
-  form (method.md §2.2): one log_softmax per position 0..254, the mean NLL of each of the K tokens
-  of the next patch, averaged over the K slots;
+  form (docs/method.md §2.2): one log_softmax per position 0..254, the mean NLL of each of the K
+  tokens of the next patch, averaged over the K slots;
 - backward, global-norm clipping at 1.0, torch.optim.AdamW (lr 1e-3, betas 0.9/0.95, eps 1e-8,
   weight decay 0.1 on every 2-D weight including the embedding and lm_head, none on norm gains).
 
@@ -143,7 +143,7 @@ class Decoder(nn.Module):
 
 
 def loss_of(logits, ids, k: int):
-    """Token mode: next-token CE. Patch mode: modeling_llama.py's patch loss (method.md §2.2)."""
+    """Token mode: next-token CE. Patch mode: modeling_llama.py's patch loss (docs/method.md §2.2)."""
     if k == 1:
         return F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1))
     log_probs = F.log_softmax(logits[:, :-1].reshape(-1, VOCAB), dim=-1)  # (B·(T-1),V)

@@ -40,7 +40,7 @@ export type ModelConfigInput = typeof ModelConfig.Encoded;
 export const kvHeads = (c: ModelConfig): number => c.nKvHeads ?? c.nHeads;
 export const headDim = (c: ModelConfig): number => c.dModel / c.nHeads;
 
-/** What to do with optimizer state and LR schedule at the patch -> token switch (method.md §3.3). */
+/** What to do with optimizer state and LR schedule at the patch -> token switch (docs/method.md §3.3). */
 export const SwitchPolicy = Schema.Literal("reset", "continue");
 export type SwitchPolicy = typeof SwitchPolicy.Type;
 

@@ -2,8 +2,8 @@
  * Training and evaluation batches: a `Stream` of (B, L) windows of token ids as typed arrays.
  *
  * Windows are contiguous runs of L tokens of a split's token stream (documents concatenated with
- * their EOS separators, as `group_texts` does; windows cross document boundaries, method.md §3.4),
- * cut from a token range [startToken, endToken) of the split: window w covers
+ * their EOS separators, as `group_texts` does; windows cross document boundaries,
+ * docs/method.md §3.4), cut from a token range [startToken, endToken) of the split: window w covers
  * [startToken + w·L, startToken + (w+1)·L), and the tail shorter than L is dropped. One lib serves
  * both phases: L = K·T in the patch phase, L = T in the token phase; give the phases disjoint
  * ranges (`tokenRange`) so the patch phase reads the first λ of the data and the token phase the rest.

@@ -2,7 +2,7 @@
  * Corpus sources: where documents come from, as a deterministic `Stream` of `{ id, text }`.
  *
  * What a document is: one text file, or one JSONL line. Like the paper's `process.py`
- * (method.md §3.4), a document longer than `recordWords` whitespace-separated words (default
+ * (docs/method.md §3.4), a document longer than `recordWords` whitespace-separated words (default
  * 10,000) is cut into records of at most that many words; each record is a document of its own
  * for the train/validation split and the EOS/BOS layout. Cuts fall at the start of a word, so the
  * records of a file concatenate back to exactly its text.
@@ -76,7 +76,7 @@ export interface InputFile {
   readonly field?: string;
 }
 
-/** Default record length in words, as the paper's preprocessing (method.md §3.4). */
+/** Default record length in words, as the paper's preprocessing (docs/method.md §3.4). */
 export const defaultRecordWords = 10_000;
 
 export interface DocumentOptions {

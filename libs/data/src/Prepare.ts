@@ -4,7 +4,7 @@
  * Layout of a split's token stream: its documents in corpus order, each as
  * `[BOS]? tokens EOS`. EOS after every document is the separator the issue asks for and what
  * GPT-2-style packing uses; the paper's LLaMA pipeline instead prefixes BOS and adds no EOS
- * (method.md §3.4). One separator carries the boundary already, so BOS is off by default;
+ * (docs/method.md §3.4). One separator carries the boundary already, so BOS is off by default;
  * `bos: true` adds it (then every document is `BOS tokens EOS`).
  *
  * Steps, each before anything is written unless noted:

@@ -119,7 +119,7 @@ export const result = (s: Score.NllSum, bytes: number): Result => {
  * windows of K·T tokens (T = `positions`, default the context length), each patch the plain mean
  * of its K token embeddings (or another parameter-free strategy), the output at patch j scored
  * against the K tokens of patch j+1. The tail that does not fill a window is left out. Its floor
- * is ln K, not 0, so it is **not comparable** with token-level loss (method.md §2.3).
+ * is ln K, not 0, so it is **not comparable** with token-level loss (docs/method.md §2.3).
  */
 export const patchLoss = (
   params: Model.Params,

@@ -1,9 +1,9 @@
 /**
  * The run comparison report: validation loss against tokens and against FLOPs for every run, with
  * each run's patch → token switch marked, and a final table laid out like the paper's Table 1
- * (method.md §5.1): run, K, λ, cost (λ/K + 1 − λ, and measured: FLOPs and wall time relative to
- * the token-only baseline among the runs, K = 1 or λ = 0), validation loss, perplexity,
- * bits per byte, task accuracies and their average.
+ * (docs/method.md §5.1): run, K, λ, cost (λ/K + 1 − λ, and measured: FLOPs and wall time
+ * relative to the token-only baseline among the runs, K = 1 or λ = 0), validation loss,
+ * perplexity, bits per byte, task accuracies and their average.
  *
  * Reads what the trainer writes: `config.json` (the resolved run config), `metrics.jsonl`
  * (@patchlm/metrics `MetricRecord` lines) and, when present, `summary.json` (the totals of the
@@ -34,7 +34,7 @@ export interface Run {
 /** Token-only training: no patch phase. */
 export const isTokenOnly = (r: Pick<Run, "K" | "lambda">): boolean => r.K === 1 || r.lambda === 0;
 
-/** The paper's relative cost λ/K + 1 − λ (method.md §3.2). */
+/** The paper's relative cost λ/K + 1 − λ (docs/method.md §3.2). */
 export const theoreticalCost = (r: Pick<Run, "K" | "lambda">): number => (isTokenOnly(r) ? 1 : r.lambda / r.K + 1 - r.lambda);
 
 type Json = Record<string, unknown>;

@@ -1,7 +1,7 @@
 /**
  * Token-level scoring, shared by the trainer's periodic evaluation and the evaluator app: the
  * log-probability the model gives each next token. Patch-trained checkpoints are scored here at
- * token level (K = 1), which is the only comparable number (method.md §2.3).
+ * token level (K = 1), which is the only comparable number (docs/method.md §2.3).
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Config } from "@patchlm/core";

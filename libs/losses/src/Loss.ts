@@ -3,7 +3,7 @@
  *
  * The patch ("bag") loss is the paper's Eq. 2 as the official code computes it
  * (modeling_llama.py:1056-1064): one softmax per scored position, scored against all K tokens of
- * the next patch with equal weight, averaged over the (row, slot) pairs. See method.md §2.
+ * the next patch with equal weight, averaged over the (row, slot) pairs. See docs/method.md §2.
  */
 import * as tf from "@tensorflow/tfjs";
 import { Fused } from "@patchlm/fused";
@@ -12,8 +12,8 @@ import { Fused } from "@patchlm/fused";
 export const DEFAULT_IGNORE_INDEX = -100;
 
 /**
- * How targets equal to `ignoreIndex` change the mean (method.md §2.2, TV7). Without ignored
- * targets both give the mean over all R·K (row, slot) pairs.
+ * How targets equal to `ignoreIndex` change the mean (docs/method.md §2.2, §8 TV7). Without
+ * ignored targets both give the mean over all R·K (row, slot) pairs.
  * - `"per-slot"` (default, the official code): for each slot k, the mean over the rows whose k-th
  *   target is valid; then the mean over the slots. Where the official code returns NaN (a slot
  *   with every target ignored), this averages over the slots that have at least one valid target.
@@ -61,8 +61,8 @@ export const bagCrossEntropy = (logits: tf.Tensor, targets: tf.Tensor, opts: Bag
 /**
  * Token cross-entropy, the mean over the valid targets: logits (N,V) with targets int32 (N), or
  * (B,T,V) with (B,T). It is the bag loss with one slot, so K = 1 patch training and token
- * training share one code path and agree bit for bit (method.md §2.2: "the same K=1 code is the
- * ordinary next-token cross-entropy").
+ * training share one code path and agree bit for bit (docs/method.md §2.2: "With K = 1 the same
+ * lines are ordinary next-token cross-entropy").
  */
 export const tokenCrossEntropy = (logits: tf.Tensor, targets: tf.Tensor, opts: TokenOptions = {}): tf.Scalar => {
   if (logits.rank !== targets.rank + 1) {

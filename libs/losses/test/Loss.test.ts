@@ -2,9 +2,9 @@ import * as tf from "@tensorflow/tfjs";
 import { expectClose, expectNoTensorLeak, randomFloats, randomInts, useBackend } from "@patchlm/testing";
 import { Loss } from "../src";
 
-// float64 plain-TypeScript references: the test vectors of method.md §8 were checked in float64,
-// and finite differences in float64 are accurate to ~1e-10, so the float32 custom gradient can be
-// held to 1e-6.
+// float64 plain-TypeScript references: the test vectors of docs/method.md §8 were checked in
+// float64, and finite differences in float64 are accurate to ~1e-10, so the float32 custom
+// gradient can be held to 1e-6.
 type Matrix = Array<Array<number>>;
 
 const lse64 = (row: ReadonlyArray<number>): number => {

@@ -8,7 +8,7 @@ import { Keys, type MetricRecord } from "./MetricRecord";
  * The end-of-run loss figure: validation loss against tokens and against FLOPs, side by side,
  * with the patch → token switch marked. Validation loss is token-level in both phases, so it is
  * one comparable line. Training loss is drawn per phase: in the patch phase it is the bag loss,
- * whose floor is ln K, not comparable with token loss (method.md §2.3), so it is dashed and
+ * whose floor is ln K, not comparable with token loss (docs/method.md §2.3), so it is dashed and
  * labelled with its floor.
  */
 

@@ -31,7 +31,7 @@ export interface MetricRecord {
 /**
  * The value names the project's trainer, sinks and plots agree on. Slashes group tags in
  * TensorBoard. `loss` is the training objective of the phase: the patch (bag) loss in the patch
- * phase, whose floor is ln K, and token cross-entropy in the token phase (method.md §2.3).
+ * phase, whose floor is ln K, and token cross-entropy in the token phase (docs/method.md §2.3).
  */
 export const Keys = {
   loss: "train/loss",

@@ -6,13 +6,13 @@ import * as Rope from "./internal/Rope";
 import { Names, headName, make as makeTable, type LayerNames } from "./ParameterTable";
 
 /**
- * A LLaMA-style decoder (paper §3.1, method.md §4): pre-norm RMSNorm, RoPE, multi-head causal
+ * A LLaMA-style decoder (paper §3.1, docs/method.md §4): pre-norm RMSNorm, RoPE, multi-head causal
  * self-attention with optional grouped-query attention, SwiGLU MLP, no biases, no dropout,
  * untied or tied embeddings.
  *
  * One stack serves both kinds of input: `embed` turns token ids into (B,T,C), a patch strategy
  * turns K token embeddings into one (B,T,C) patch input; `hidden` runs either with positions
- * 0..T−1, which in patch mode are the patch indices (method.md §1.3).
+ * 0..T−1, which in patch mode are the patch indices (docs/method.md §1.3).
  *
  * Every matmul is 2-D (B·T,in)·(out,in)ᵀ or a plain 3-D batched product, all ops have gradients
  * on cpu and wasm (no Einsum, no StridedSlice), and each function is one tf.tidy.

@@ -4,7 +4,7 @@ import { Config } from "@patchlm/core";
 const decode = (name: string, input: Config.ModelConfigInput): Config.ModelConfig =>
   Either.getOrThrowWith(Config.decodeConfig(Config.ModelConfig)(`preset ${name}`, input), (e) => e);
 
-// The paper's shapes (method.md §4): vocab 32000 (LLaMA-2 tokenizer), context 2048 (HF
+// The paper's shapes (docs/method.md §4): vocab 32000 (LLaMA-2 tokenizer), context 2048 (HF
 // max_position_embeddings), plain multi-head attention, untied embeddings.
 const paper = (name: string, dModel: number, ffnHidden: number, nLayers: number, nHeads: number) =>
   decode(name, { vocabSize: 32000, dModel, nLayers, nHeads, ffnHidden, contextLength: 2048 });

@@ -5,7 +5,7 @@ import { Fused } from "@patchlm/fused";
 import type { Grads, Params } from "./Gradients";
 
 /**
- * AdamW as torch.optim.AdamW (the paper's optimizer, method.md §4): decoupled weight decay
+ * AdamW as torch.optim.AdamW (the paper's optimizer, docs/method.md §4): decoupled weight decay
  * p ← p·(1 − lr·wd) on parameters whose spec says `decay` (2-D weights: embeddings and lm_head
  * included, norms not; Hugging Face Trainer groups), then
  *   m ← β1·m + (1−β1)·g,  v ← β2·v + (1−β2)·g²,

@@ -2,7 +2,7 @@
  * How K token embeddings become one patch input: the `PatchStrategy` interface and the built-in
  * strategies. The paper's is `mean` (Eq. 1; official code modeling_llama.py:879-885): the plain
  * mean of the K embeddings, no scaling, no parameters, so the patch model and the token model are
- * the same network and every weight transfers. The others exist for ablations (method.md §7).
+ * the same network and every weight transfers. The others exist for ablations (docs/method.md §7).
  */
 import * as tf from "@tensorflow/tfjs";
 import type { ParamSpec } from "@patchlm/core";
@@ -124,11 +124,11 @@ const concatWeight = (C: number, K: number): ParamSpec => ({
 });
 
 /**
- * Concatenation plus a linear projection back to C (MegaByte, Block Transformer; method.md §7):
- * y = [x_0 ‖ … ‖ x_{K−1}] · (P + W), where P stacks K blocks of I/K (so [x]·P is the plain mean)
- * and W (K·C, C) is learned. W starts at zero, so training starts exactly from the paper's mean
- * and the projection learns only a correction; W is a 2-D weight and decays. It is computed as
- * mean(x) + [x]·W, which never materialises P.
+ * Concatenation plus a linear projection back to C (MegaByte, Block Transformer;
+ * docs/method.md §7): y = [x_0 ‖ … ‖ x_{K−1}] · (P + W), where P stacks K blocks of I/K (so
+ * [x]·P is the plain mean) and W (K·C, C) is learned. W starts at zero, so training starts
+ * exactly from the paper's mean and the projection learns only a correction; W is a 2-D weight
+ * and decays. It is computed as mean(x) + [x]·W, which never materialises P.
  */
 export const concatLinear: PatchStrategy = {
   name: "concat-linear",

@@ -2,9 +2,10 @@
  * Patch transforms: token ids (B, K·T) -> patch groups (B,T,K) and next-patch targets (B,T−1,K).
  *
  * Patches are K contiguous, non-overlapping tokens starting at token 0 of each sequence, with no
- * regard for document or word boundaries (method.md §1.1). The output at patch j is scored
+ * regard for document or word boundaries (docs/method.md §1.1). The output at patch j is scored
  * against the K tokens of patch j+1: patch 0's tokens are never targets and the last patch's
- * output is unscored, so a sequence of K·T tokens scores K·(T−1) targets (method.md §2.2, TV1).
+ * output is unscored, so a sequence of K·T tokens scores K·(T−1) targets (docs/method.md §2.2,
+ * §8 TV1).
  * The official code's `logits[..., :-1, :]` against `labels[..., K:]` (modeling_llama.py:1060-1061).
  */
 import * as tf from "@tensorflow/tfjs";
@@ -12,7 +13,7 @@ import { Either, Schema } from "effect";
 
 /**
  * A sequence length that does not split into whole patches. The official code has no padding
- * and no truncation (method.md §1.2), so neither does this: the data must come in K·T-token
+ * and no truncation (docs/method.md §1.2), so neither does this: the data must come in K·T-token
  * sequences.
  */
 export class PatchError extends Schema.TaggedError<PatchError>()("PatchError", {
@@ -44,7 +45,7 @@ export interface PatchBatch {
   readonly groups: Int32Array;
   /** (B,T−1,K) row (b,j) holds the tokens of patch j+1: the targets of the output at patch j. */
   readonly targets: Int32Array;
-  /** (T) the RoPE position of each patch, 0..T−1: patch i sits at position i, not i·K (method.md §1.3, TV3). */
+  /** (T) the RoPE position of each patch, 0..T−1: patch i sits at position i, not i·K (docs/method.md §1.3, §8 TV3). */
   readonly positions: Int32Array;
 }
 

@@ -4,7 +4,8 @@ import { Config, ConfigError } from "@patchlm/core";
 /**
  * Learning-rate schedules as pure functions of the optimizer step, with Hugging Face semantics:
  * during warmup the LR at step s is peak·s/warmup, so the very first optimizer step (s = 0) runs
- * at LR 0 (method.md TV12; HF `get_cosine_schedule_with_warmup`, which the official scripts use).
+ * at LR 0 (docs/method.md §8 TV12; HF `get_cosine_schedule_with_warmup`, which the official
+ * scripts use).
  * After warmup every schedule starts from its peak; `minLr` is where the decay ends (HF's cosine
  * decays to 0, the paper's author says "falls to the min lr at the end", issue #4).
  */

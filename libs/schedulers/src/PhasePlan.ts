@@ -3,8 +3,8 @@ import { Config, ConfigError } from "@patchlm/core";
 import * as LrSchedule from "./LrSchedule";
 
 /**
- * The patch -> token phase plan (method.md §3): the patch phase reads the first λ of the data in
- * sequences of K·T raw tokens (T patch positions each), the token phase reads the rest in
+ * The patch -> token phase plan (docs/method.md §3): the patch phase reads the first λ of the data
+ * in sequences of K·T raw tokens (T patch positions each), the token phase reads the rest in
  * sequences of T tokens. Tokens per optimizer step are the same in both phases (paper §3.1: 2M
  * tokens per step in both stages), so a patch step has 1/K of the positions of a token step.
  *
@@ -194,8 +194,8 @@ export const decode = (source: string, input: unknown): Either.Either<PhasePlan,
 /**
  * The phase, the step within it, the LR and the sequence shape at a global step
  * (0 ≤ globalStep < totalSteps), so a trainer can start or resume anywhere. Under `reset` the LR
- * schedule restarts at the switch, warmup included (method.md TV12); under `continue` one schedule
- * spans the run and is read at the global step.
+ * schedule restarts at the switch, warmup included (docs/method.md §8 TV12); under `continue` one
+ * schedule spans the run and is read at the global step.
  */
 export const phaseAt = (plan: PhasePlan, globalStep: number): PhaseState => {
   if (!Number.isInteger(globalStep) || globalStep < 0 || globalStep >= plan.totalSteps) {

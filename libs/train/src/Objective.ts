@@ -7,7 +7,7 @@
  * patches at positions 0..T−1, and score the output at patch j against the K tokens of patch j+1
  * under one softmax (the bag loss). Token mode is the same path with K = 1 and no strategy.
  * Everything is fp32; the official code averages bf16 embeddings in training mode
- * (modeling_llama.py:881-882), which differs in the last bits only (method.md §6, pitfall 5).
+ * (modeling_llama.py:881-882), which differs in the last bits only (docs/method.md §6, pitfall 5).
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Config } from "@patchlm/core";

@@ -24,7 +24,7 @@ export const ModelSection = Schema.Struct({
 });
 export type ModelSection = typeof ModelSection.Type;
 
-/** The patch plan (method.md §3): K, λ, strategy and what happens at the switch. */
+/** The patch plan (docs/method.md §3): K, λ, strategy and what happens at the switch. */
 export const PatchSection = Schema.Struct({
   patchSize: opt(PositiveInt, 4),
   patchFraction: opt(Schema.Number.pipe(Schema.between(0, 1)), 2 / 3),

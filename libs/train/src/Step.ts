@@ -1,6 +1,7 @@
 /**
  * One training step: forward, backward, clip at the global gradient norm, AdamW update
- * (method.md §4: clipping 1.0, AdamW β = (0.9, 0.95), ε 1e-8, weight decay 0.1 on 2-D weights).
+ * (docs/method.md §4: clipping 1.0, AdamW β = (0.9, 0.95), ε 1e-8, weight decay 0.1 on 2-D
+ * weights).
  *
  * Everything runs inside one tf.tidy and nothing is read back to the host, so steps queue up
  * without waiting for the device; the loss and gradient norm come back as scalar tensors for the

@@ -1,5 +1,5 @@
 /**
- * The two-phase training run (method.md §3): batches Stream -> patch transform (the phase
+ * The two-phase training run (docs/method.md §3): batches Stream -> patch transform (the phase
  * decides K) -> train step -> metrics, with periodic token-level validation, atomic checkpoints
  * and exact resume.
  *
