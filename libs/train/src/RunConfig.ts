@@ -59,8 +59,16 @@ export const OptimSection = Schema.Struct({
 });
 
 export const RunConfig = Schema.Struct({
-  /** Run name: the directory under runsDir. */
-  name: Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9._-]+$/, { message: () => "letters, digits, '.', '_' or '-' only" })),
+  /**
+   * Run name: the directory under runsDir. One plain name: no separator, and no leading '.' (`.`
+   * and `..` would put the run in runsDir itself or its parent, over files the user owns).
+   */
+  name: Schema.String.pipe(
+    Schema.pattern(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/, {
+      message: (issue) =>
+        `${JSON.stringify(issue.actual)} is not one directory name under runsDir: 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'`,
+    }),
+  ),
   runsDir: opt(Schema.String, "runs"),
   /** A prepared data directory (the output of `trainer prepare`). */
   data: Schema.String,

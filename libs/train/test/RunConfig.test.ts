@@ -29,6 +29,16 @@ describe("RunConfig", () => {
       expect(r.left.message).toContain("run.yaml");
     }
   });
+
+  // reliability D9: `--name ..` wrote the run into the parent of runs/.
+  it("refuses run names that leave runsDir or are not one plain directory name", () => {
+    for (const name of ["..", ".", "../x", "a/b", "a\\b", "/abs", ".hidden", "", "x".repeat(129)]) {
+      const r = RunConfig.decode("flags", { ...minimal, name });
+      expect(Either.isLeft(r)).toBe(true);
+      if (Either.isLeft(r)) expect(r.left.issues.join("\n")).toMatch(/^name: .*one directory name/m);
+    }
+    for (const name of ["r1", "run.v2", "a-b_c", "x".repeat(128)]) expect(Either.isRight(RunConfig.decode("flags", { ...minimal, name }))).toBe(true);
+  });
 });
 
 describe("ConfigFile", () => {
