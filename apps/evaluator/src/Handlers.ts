@@ -4,10 +4,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Console, Effect, Option, Stream } from "effect";
+import { Console, Effect, Either, Option, Stream } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint } from "@patchlm/checkpoint";
-import { Config, FileError } from "@patchlm/core";
+import { Config, ConfigError, FileError } from "@patchlm/core";
 import { Choice, Cloze, Documents, EvalInputError, Generate, HuggingFace, Perplexity, Report, Tasks } from "@patchlm/eval";
 import { Model } from "@patchlm/model";
 import type { Tokenizer } from "@patchlm/tokenization";
@@ -261,20 +261,34 @@ export interface GenerateOptions {
   readonly backend: BackendChoice;
 }
 
+/** The generate flag of each sampling option, so a range error names what the user typed. */
+const samplingFlags: Readonly<Record<string, string>> = {
+  maxNewTokens: "--max-new-tokens",
+  temperature: "--temperature",
+  topK: "--top-k",
+  topP: "--top-p",
+  seed: "--seed",
+  stop: "--stop",
+};
+
 export const generate = Effect.fn("evaluator.generate")(function* (o: GenerateOptions, write: (text: string) => Effect.Effect<void> = (t) => Effect.sync(() => void process.stdout.write(t))) {
+  // Checked before the checkpoint is loaded: a bad flag costs nothing.
+  const options = yield* Either.mapLeft(
+    Generate.checkOptions("flags", {
+      maxNewTokens: o.maxNewTokens,
+      temperature: o.temperature,
+      topK: o.topK,
+      topP: o.topP,
+      seed: o.seed,
+      greedy: o.greedy,
+      stop: o.stop,
+    }),
+    (e) => new ConfigError({ source: e.source, issues: e.issues.map((i) => i.replace(/^(\w+):/, (key, name: string) => (samplingFlags[name] === undefined ? key : `${samplingFlags[name]}:`))) }),
+  );
   yield* useBackend(o.backend);
   return yield* Effect.scoped(
     Effect.gen(function* () {
       const m = yield* openCheckpoint(o.checkpoint, get(o.tokenizer));
-      const options: Generate.SamplingOptions = {
-        maxNewTokens: o.maxNewTokens,
-        temperature: o.temperature,
-        topK: o.topK,
-        topP: o.topP,
-        seed: o.seed,
-        greedy: o.greedy,
-        stop: o.stop,
-      };
       let text = "";
       let done: Generate.Event | undefined;
       yield* Stream.runForEach(Generate.events(m.params, m.cfg, m.tokenizer, o.prompt, options), (e) => {

@@ -138,6 +138,25 @@ describe("evaluator handlers", () => {
     expect(events.flatMap((e) => (e._tag === "Text" ? [e.text] : [])).join("")).toBe(a.text);
   });
 
+  // reliability D11: --temperature -1 / NaN and negative --max-new-tokens / --top-k were accepted.
+  it("generate refuses out-of-range sampling flags, naming the flag", async () => {
+    const o: Handlers.GenerateOptions = { checkpoint: runDir, prompt: "The river", tokenizer: none, maxNewTokens: 5, temperature: 1, topK: 0, topP: 1, seed: 4, greedy: false, stop: [], backend: "cpu" };
+    const cases: ReadonlyArray<[Partial<Handlers.GenerateOptions>, RegExp]> = [
+      [{ temperature: -1 }, /--temperature: .*-1/],
+      [{ temperature: NaN }, /--temperature: .*NaN/],
+      [{ maxNewTokens: -5 }, /--max-new-tokens: .*-5/],
+      [{ topK: -3 }, /--top-k: .*-3/],
+      [{ topP: 0 }, /--top-p: /],
+    ];
+    for (const [change, want] of cases) {
+      const written: Array<string> = [];
+      const e = await runTestFailure(provide(Handlers.generate({ ...o, ...change }, (t) => Effect.sync(() => void written.push(t)))));
+      expect(e).toMatchObject({ _tag: "ConfigError", source: "flags" });
+      expect((e as Error).message).toMatch(want);
+      expect(written).toEqual([]);
+    }
+  });
+
   it("compare writes the report with the run's row", async () => {
     const out = path.join(root, "report");
     const r = await run(provide(Handlers.compare({ runs: [runDir], out, tasks: [], maxTokens: 256, batchSize: 4, clozeItems: 2, evaluate: true, backend: "cpu" })));

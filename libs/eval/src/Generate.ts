@@ -18,28 +18,42 @@
  * separator every training document follows).
  */
 import * as tf from "@tensorflow/tfjs";
-import { Effect, Option, Stream } from "effect";
-import type { Config } from "@patchlm/core";
+import { Effect, Either, Option, Schema, Stream } from "effect";
+import { Config, type ConfigError } from "@patchlm/core";
 import { Model } from "@patchlm/model";
 import type { Tokenizer } from "@patchlm/tokenization";
 import { mulberry32, type Rng } from "./internal/Rng";
 
-export interface SamplingOptions {
+const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative());
+// Exact: a key is absent or in range, so an error names the range and not also "undefined".
+const opt = <A, I>(s: Schema.Schema<A, I>) => Schema.optionalWith(s, { exact: true });
+
+/**
+ * Sampling options, each with the range its rule needs: a negative or NaN temperature would
+ * invert or scramble the distribution (silently picking unlikely tokens), so they are refused
+ * rather than sampled from.
+ */
+export const SamplingOptions = Schema.Struct({
   /** Default 64. */
-  readonly maxNewTokens?: number;
-  /** Default 1; 0 means greedy. */
-  readonly temperature?: number;
+  maxNewTokens: opt(NonNegativeInt),
+  /** Default 1; 0 means greedy. Finite and ≥ 0. */
+  temperature: opt(Schema.Number.pipe(Schema.finite(), Schema.nonNegative())),
   /** Keep only the k most likely tokens; 0 (default) keeps all. */
-  readonly topK?: number;
+  topK: opt(NonNegativeInt),
   /** Nucleus sampling threshold in (0, 1]; 1 (default) keeps all. */
-  readonly topP?: number;
+  topP: opt(Schema.Number.pipe(Schema.greaterThan(0), Schema.lessThanOrEqualTo(1))),
   /** Seed of the sampler. Default 0. */
-  readonly seed?: number;
+  seed: opt(Schema.Int),
   /** Argmax decoding. */
-  readonly greedy?: boolean;
+  greedy: opt(Schema.Boolean),
   /** Stop before the first occurrence of any of these strings. */
-  readonly stop?: ReadonlyArray<string>;
-}
+  stop: opt(Schema.Array(Schema.String)),
+});
+export type SamplingOptions = typeof SamplingOptions.Type;
+
+/** The options if every one is in range, else a ConfigError naming each bad key (`source` names where they came from). */
+export const checkOptions = (source: string, o: SamplingOptions): Either.Either<SamplingOptions, ConfigError> =>
+  Config.decodeConfig(SamplingOptions)(source, o);
 
 export type StopReason = "eos" | "stop" | "length" | "context";
 
@@ -105,16 +119,20 @@ const lastRow = (z: tf.Tensor3D): Float32Array => {
   return data;
 };
 
-/** Generation as events: text pieces, then one `Done`. The KV cache is freed when the stream ends. */
+/**
+ * Generation as events: text pieces, then one `Done`. The KV cache is freed when the stream ends.
+ * Options out of range fail the stream with a ConfigError before anything runs.
+ */
 export const events = (
   params: Model.Params,
   cfg: Config.ModelConfig,
   tokenizer: Tokenizer.Service,
   prompt: string,
-  options: SamplingOptions = {},
-): Stream.Stream<Event> =>
+  given: SamplingOptions = {},
+): Stream.Stream<Event, ConfigError> =>
   Stream.unwrapScoped(
     Effect.gen(function* () {
+      const options = yield* checkOptions("sampling options", given);
       const maxNew = options.maxNewTokens ?? 64;
       const encoded = tokenizer.encode(prompt);
       const { ids, truncated } = fitPrompt(encoded.length === 0 ? [tokenizer.special.eos] : encoded, cfg.contextLength, maxNew);
@@ -181,5 +199,5 @@ export const events = (
   );
 
 /** Only the text pieces. */
-export const textStream = (...args: Parameters<typeof events>): Stream.Stream<string> =>
+export const textStream = (...args: Parameters<typeof events>): Stream.Stream<string, ConfigError> =>
   Stream.filterMap(events(...args), (e) => (e._tag === "Text" ? Option.some(e.text) : Option.none()));

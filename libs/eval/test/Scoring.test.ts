@@ -1,8 +1,8 @@
 import * as tf from "@tensorflow/tfjs";
-import { Chunk, Effect, Logger, Stream } from "effect";
+import { Chunk, Effect, Either, Logger, Stream } from "effect";
 import { Model } from "@patchlm/model";
 import { Bytes } from "@patchlm/tokenization";
-import { expectClose, expectNoTensorLeak, runTest, useBackend } from "@patchlm/testing";
+import { expectClose, expectNoTensorLeak, runTest, runTestFailure, useBackend } from "@patchlm/testing";
 import { Choice, Generate } from "../src";
 import { tinyCfg as cfg } from "./helpers";
 
@@ -15,7 +15,7 @@ const lastLogits = (params: Model.Params, ids: ReadonlyArray<number>): Float32Ar
     return tf.slice(z, [0, ids.length - 1, 0], [1, 1, cfg.vocabSize]).dataSync() as Float32Array;
   });
 
-const collect = (s: Stream.Stream<Generate.Event>) => runTest(Effect.map(Stream.runCollect(s), Chunk.toReadonlyArray));
+const collect = <E>(s: Stream.Stream<Generate.Event, E>) => runTest(Effect.map(Stream.runCollect(s), Chunk.toReadonlyArray));
 
 describe("Choice.modelScorer", () => {
   beforeAll(() => useBackend("cpu"));
@@ -96,6 +96,29 @@ describe("Generate", () => {
     expect(Generate.sample(logits, { topK: 1 }, at(0.99))).toBe(3);
     // temperature → 0 makes the argmax certain
     expect(Generate.sample(logits, { temperature: 0 }, at(0.99))).toBe(3);
+  });
+
+  // reliability D11: temperature -1 or NaN silently picked the least likely token; negative
+  // maxNewTokens and topK were accepted.
+  it("refuses sampling options outside their range, naming each, before any forward pass", async () => {
+    const params = Model.init(cfg, 15);
+    const bad: ReadonlyArray<[Generate.SamplingOptions, RegExp]> = [
+      [{ temperature: -1 }, /^temperature: .*-1/],
+      [{ temperature: NaN }, /^temperature: .*NaN/],
+      [{ temperature: Infinity }, /^temperature: /],
+      [{ maxNewTokens: -5 }, /^maxNewTokens: .*-5/],
+      [{ maxNewTokens: 1.5 }, /^maxNewTokens: /],
+      [{ topK: -3 }, /^topK: .*-3/],
+      [{ topP: 0 }, /^topP: /],
+      [{ topP: 1.5 }, /^topP: /],
+    ];
+    for (const [o, want] of bad) {
+      const e = await runTestFailure(Stream.runDrain(Generate.events(params, cfg, tokenizer, "ab", o)));
+      expect(e).toMatchObject({ _tag: "ConfigError" });
+      expect(e.issues.join("\n")).toMatch(want);
+    }
+    expect(Either.isRight(Generate.checkOptions("code", { temperature: 0, topK: 0, topP: 1, maxNewTokens: 0 }))).toBe(true);
+    Model.dispose(params);
   });
 
   it("stops before a stop string and never shows any of it", async () => {
