@@ -38,6 +38,7 @@ interface Provenance {
   readonly inputsHash: string;
   readonly seed: number;
   readonly validationFraction: number;
+  readonly splitRule: "stratified";
   readonly recordWords: number;
 }
 
@@ -59,6 +60,8 @@ export const ensure = Effect.fn("Tokenizers.ensure")(function* (
     tokenizer: `bpe:${choice.vocabSize}`,
     inputsHash: yield* Corpus.contentHash(inputs),
     ...split,
+    // The split rule: documents held out per folder of the source (Split's strata).
+    splitRule: "stratified",
     recordWords,
   };
   const sourcePath = path.join(outDir, SOURCE_FILE);
@@ -73,9 +76,9 @@ export const ensure = Effect.fn("Tokenizers.ensure")(function* (
   const started = performance.now();
   const docs = Corpus.documents(source, { recordWords });
   // Two passes: the split needs every document's score before it can say which are train.
-  const scores: Array<number> = [];
-  yield* Stream.runForEach(docs, (d) => Effect.sync(() => void scores.push(Split.score(split.seed, d.id))));
-  const plan = Split.plan(split.seed, scores, split.validationFraction);
+  const scored: Array<Split.Scored> = [];
+  yield* Stream.runForEach(docs, (d) => Effect.sync(() => void scored.push(Split.scored(split.seed, d.id))));
+  const plan = Split.plan(split.seed, scored, split.validationFraction);
   const trainTexts = docs.pipe(
     Stream.filter((d) => Split.assign(plan, d.id) === "train"),
     Stream.map((d) => d.text),
@@ -86,5 +89,5 @@ export const ensure = Effect.fn("Tokenizers.ensure")(function* (
   const tmp = `${sourcePath}.tmp-${process.pid}`;
   fs.writeFileSync(tmp, JSON.stringify(provenance, null, 2) + "\n");
   fs.renameSync(tmp, sourcePath);
-  yield* Effect.logInfo(`tokenizer: trained bpe:${choice.vocabSize} on ${scores.length - plan.validationDocuments} train documents in ${((performance.now() - started) / 1000).toFixed(1)}s`);
+  yield* Effect.logInfo(`tokenizer: trained bpe:${choice.vocabSize} on ${scored.length - plan.validationDocuments} train documents in ${((performance.now() - started) / 1000).toFixed(1)}s`);
 });

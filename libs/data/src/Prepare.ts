@@ -1,8 +1,11 @@
 /**
  * `prepare`: tokenize a corpus once into token shards (see `Shards` for the format).
  *
- * Layout of a split's token stream: its documents in corpus order, each as
- * `[BOS]? tokens EOS`. EOS after every document is the separator the issue asks for and what
+ * Layout of a split's token stream: its documents in a seeded random order (`order: "shuffled"`,
+ * the default) or in corpus order (`"corpus"`), each as `[BOS]? tokens EOS`. The shuffle is what
+ * makes the paper's "first λ of the data" mean anything here: training reads the λ split as
+ * token ranges of this stream (`Batches.tokenRange`), so in corpus order the patch phase and the
+ * token phase would read different books, and every prefix of a budget would be a biased sample. EOS after every document is the separator the issue asks for and what
  * GPT-2-style packing uses; the paper's LLaMA pipeline instead prefixes BOS and adds no EOS
  * (docs/method.md §3.4). One separator carries the boundary already, so BOS is off by default;
  * `bos: true` adds it (then every document is `BOS tokens EOS`).
@@ -11,12 +14,15 @@
  * 1. list the input files (sorted) and hash their bytes (`Corpus.contentHash`);
  * 2. fingerprint = sha256(format version, inputs hash, tokenizer hash, vocab, layout options);
  *    if `manifest.json` has that fingerprint and its shards check out, return `skipped: true`;
- * 3. pass 1 over the documents: split scores (`Split`); all input errors (bad UTF-8, malformed
- *    JSONL) surface here, so bad input never costs the previous output;
- * 4. pass 2: encode documents in chunks with `encodeBatch`, append to per-split shard writers
+ * 3. pass 1 over the documents: split scores and strata (`Split`); all input errors (bad UTF-8,
+ *    malformed JSONL) surface here, so bad input never costs the previous output;
+ * 4. pass 2: encode documents in chunks with `encodeBatch`, in corpus order, into one temp
+ *    staging file per split, remembering where each document's ids start (memory: two numbers
+ *    per document, never the tokens);
+ * 5. pass 3: copy the documents from staging to per-split shard writers in the split's order
  *    (temp file, fsync, rename per shard; shard names carry the new fingerprint, so an old
  *    manifest's shards are never overwritten);
- * 5. write `manifest.json` atomically, last; then delete shards no manifest lists and temp files.
+ * 6. write `manifest.json` atomically, last; then delete shards no manifest lists and temp files.
  *
  * An interrupted run therefore leaves the old manifest (or none) and untrusted extra files.
  * One `prepare` per output directory at a time: step 4 deletes leftover temp files.
@@ -30,7 +36,9 @@ import * as path from "node:path";
 import * as Corpus from "./Corpus";
 import { WriteError } from "./Errors";
 import { describeFsError, isTempName, removeQuietly, writeFileAtomic } from "./internal/files";
+import * as Permutation from "./internal/permutation";
 import * as ShardWriter from "./internal/ShardWriter";
+import * as Staging from "./internal/Staging";
 import * as Shards from "./Shards";
 import * as Split from "./Split";
 
@@ -45,10 +53,12 @@ export const PrepareOptions = Schema.Struct({
   outDir: Schema.String,
   /** Share of documents held out for validation (see `Split`). Default 0.01. */
   validationFraction: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { default: () => 0.01 }),
-  /** Seed of the document split. Default 0. */
+  /** Seed of the document split and order. Default 0. */
   seed: Schema.optionalWith(Schema.Int, { default: () => 0 }),
   /** Tokens per shard (the last shard of a split may be shorter). Default 16 Mi. */
   shardTokens: Schema.optionalWith(PositiveInt, { default: () => defaultShardTokens }),
+  /** Document order inside each split (see the module comment). Default shuffled. */
+  order: Schema.optionalWith(Schema.Literal("shuffled", "corpus"), { default: () => "shuffled" as const }),
   /** Prefix every document with BOS (the paper's layout) in addition to the EOS after it. Default false. */
   bos: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   /** Cut documents into records of at most this many words (paper: 10,000); 0 never cuts. */
@@ -122,6 +132,13 @@ const summaryOf = (outDir: string, m: Shards.Manifest, skipped: boolean, started
   };
 };
 
+/**
+ * Position in a split's token stream -> index of the document (in corpus order) laid out there.
+ * The shuffle is keyed by the seed and the split, so a split's order does not depend on the other's.
+ */
+export const documentOrder = (order: "shuffled" | "corpus", seed: number, split: Split.SplitName, n: number): ((i: number) => number) =>
+  order === "corpus" ? (i) => i : Permutation.make(n, Permutation.keysFor(`patchlm-prepare\0${seed}\0${split}`)).at;
+
 /** Group documents so each `encodeBatch` call gets about `chars` characters (a longer document goes alone). */
 const byChars = (chars: number) =>
   Sink.foldWeighted({
@@ -151,6 +168,8 @@ export const prepare = Effect.fn("Prepare.prepare")(function* (input: PrepareOpt
     validationFraction: options.validationFraction,
     seed: options.seed,
     shardTokens: options.shardTokens,
+    order: options.order,
+    split: "stratified",
   };
   const fingerprint = createHash("sha256")
     .update(JSON.stringify({ version: Shards.formatVersion, inputsHash, tokenizer: tokenizer.hash, vocab: tokenizer.vocabSize, dtype, layout }))
@@ -165,10 +184,10 @@ export const prepare = Effect.fn("Prepare.prepare")(function* (input: PrepareOpt
 
   const documents = () => Corpus.documentsOf(inputs, root, { recordWords: options.recordWords });
 
-  // Pass 1: only the split scores are kept, so the cut-off is known before anything is written.
-  const scores: Array<number> = [];
-  yield* Stream.runForEach(documents(), (d) => Effect.sync(() => scores.push(Split.score(options.seed, d.id))));
-  const plan = Split.plan(options.seed, scores, options.validationFraction);
+  // Pass 1: only the split scores are kept, so the cut-offs are known before anything is written.
+  const scored: Array<Split.Scored> = [];
+  yield* Stream.runForEach(documents(), (d) => Effect.sync(() => scored.push(Split.scored(options.seed, d.id))));
+  const plan = Split.plan(options.seed, scored, options.validationFraction);
 
   yield* Effect.tryPromise({
     try: () => fsp.mkdir(outDir, { recursive: true }),
@@ -188,46 +207,52 @@ export const prepare = Effect.fn("Prepare.prepare")(function* (input: PrepareOpt
           tokenizerHash: tokenizer.hash,
           shardTokens: options.shardTokens,
         });
-      const writers = { train: yield* writerFor("train"), validation: yield* writerFor("validation") };
+      const staging = { train: yield* Staging.make(outDir, "train"), validation: yield* Staging.make(outDir, "validation") };
       const counts = { train: { documents: 0, tokens: 0 }, validation: { documents: 0, tokens: 0 } };
       const { bos, eos } = tokenizer.special;
       const extra = options.bos ? 2 : 1;
 
-      /** Lay out one encoded group as one contiguous run of ids per split. */
-      const write = (docs: Chunk.Chunk<Corpus.Document>, encoded: ReadonlyArray<Uint32Array>) =>
-        Effect.gen(function* () {
-          const splits = Chunk.toReadonlyArray(docs).map((d) => Split.assign(plan, d.id));
-          for (const split of Split.splitNames) {
-            let length = 0;
-            splits.forEach((s, i) => {
-              if (s === split) length += encoded[i].length + extra;
-            });
-            if (length === 0) continue;
-            const run = new Uint32Array(length);
+      /** Stage one encoded group, each document as `[BOS]? ids EOS` in its split. */
+      const stage = (docs: Chunk.Chunk<Corpus.Document>, encoded: ReadonlyArray<Uint32Array>) =>
+        Effect.forEach(
+          Chunk.toReadonlyArray(docs),
+          (d, i) => {
+            const split = Split.assign(plan, d.id);
+            const run = new Uint32Array(encoded[i].length + extra);
             let at = 0;
-            splits.forEach((s, i) => {
-              if (s !== split) return;
-              if (options.bos) run[at++] = bos;
-              run.set(encoded[i], at);
-              at += encoded[i].length;
-              run[at++] = eos;
-              counts[split].documents++;
-            });
-            counts[split].tokens += length;
-            yield* writers[split].append(run);
-          }
-        });
+            if (options.bos) run[at++] = bos;
+            run.set(encoded[i], at);
+            run[run.length - 1] = eos;
+            counts[split].documents++;
+            counts[split].tokens += run.length;
+            return staging[split].append(run);
+          },
+          { discard: true },
+        );
 
+      // Pass 2: encode in corpus order into staging.
       yield* documents().pipe(
         Stream.transduce(byChars(options.encodeChars)),
         Stream.filter((group) => Chunk.isNonEmpty(group)),
         Stream.mapEffect((group) =>
           Effect.map(tokenizer.encodeBatch(Chunk.toReadonlyArray(group).map((d) => d.text)), (ids) => [group, ids] as const),
         ),
-        // Encode the next group while the previous one is written.
+        // Encode the next group while the previous one is staged.
         Stream.buffer({ capacity: 2 }),
-        Stream.runForEach(([group, ids]) => write(group, ids)),
+        Stream.runForEach(([group, ids]) => stage(group, ids)),
       );
+
+      // Pass 3: each split's documents from staging into shards, in the split's order.
+      const shardsOf = (split: Split.SplitName) =>
+        Effect.gen(function* () {
+          const writer = yield* writerFor(split);
+          const n = staging[split].documents();
+          const at = n > 0 ? documentOrder(options.order, options.seed, split, n) : (i: number) => i;
+          for (let i = 0; i < n; i++) yield* Effect.flatMap(staging[split].read(at(i)), writer.append);
+          return yield* writer.finish;
+        });
+      const trainShards = yield* shardsOf("train");
+      const validationShards = yield* shardsOf("validation");
 
       const entry = (split: Split.SplitName, shards: ReadonlyArray<Shards.ShardEntry>): Shards.SplitEntry => ({
         documents: counts[split].documents,
@@ -247,7 +272,7 @@ export const prepare = Effect.fn("Prepare.prepare")(function* (input: PrepareOpt
         tokenizer: { name: tokenizer.name, hash: tokenizer.hash, vocabSize: tokenizer.vocabSize, special: tokenizer.special },
         dtype,
         layout,
-        splits: { train: entry("train", yield* writers.train.finish), validation: entry("validation", yield* writers.validation.finish) },
+        splits: { train: entry("train", trainShards), validation: entry("validation", validationShards) },
       };
       yield* writeFileAtomic(path.join(outDir, Shards.manifestFile), `${JSON.stringify(m, null, 2)}\n`);
       return m;

@@ -151,6 +151,10 @@ export const Layout = Schema.Struct({
   validationFraction: Schema.Number,
   seed: Schema.Int,
   shardTokens: NonNegativeInt,
+  /** Document order inside each split: seeded random (`shuffled`) or as the corpus lists them. */
+  order: Schema.optional(Schema.Literal("shuffled", "corpus")),
+  /** How validation documents are drawn: per folder of the source (`Split`'s strata). */
+  split: Schema.optional(Schema.Literal("stratified")),
 });
 export type Layout = typeof Layout.Type;
 

