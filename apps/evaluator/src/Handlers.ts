@@ -401,9 +401,19 @@ export interface ImportOptions {
 
 export const importHf = Effect.fn("evaluator.import")(function* (o: ImportOptions) {
   const hf = yield* HuggingFace.read(o.hfDir);
+  // The tokenizer is checked against the model before anything is written: the import records
+  // its hash, so a later check by hash alone would accept it whatever its size.
+  const tokenizerHash = hf.tokenizerFiles.includes(HuggingFace.TOKENIZER_FILE)
+    ? yield* Effect.scoped(
+        Effect.gen(function* () {
+          const tokenizer = yield* RunFiles.loadTokenizer(o.hfDir);
+          yield* Documents.ensureTokenizer(path.join(o.hfDir, HuggingFace.TOKENIZER_FILE), { tokenizerHash: "", vocabSize: hf.cfg.vocabSize }, tokenizer);
+          return tokenizer.hash;
+        }),
+      )
+    : "";
   fs.mkdirSync(o.out, { recursive: true });
   for (const f of hf.tokenizerFiles) fs.copyFileSync(path.join(o.hfDir, f), path.join(o.out, f));
-  const tokenizerHash = hf.tokenizerFiles.includes(HuggingFace.TOKENIZER_FILE) ? (yield* Effect.scoped(RunFiles.loadTokenizer(o.out))).hash : "";
   const saved = yield* Checkpoint.save(o.out, {
     step: o.step,
     tensors: hf.tensors,

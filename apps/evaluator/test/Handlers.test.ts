@@ -14,7 +14,7 @@ import { Documents, Generate, Perplexity } from "@patchlm/eval";
 import { MetricRecord } from "@patchlm/metrics";
 import { Model, Presets } from "@patchlm/model";
 import { expectClose, runTest, runTestFailure, useBackend } from "@patchlm/testing";
-import { Bytes, Tokenizer } from "@patchlm/tokenization";
+import { Bpe, Bytes, Tokenizer } from "@patchlm/tokenization";
 import { RunFiles } from "@patchlm/train";
 import * as Handlers from "../src/Handlers";
 
@@ -180,6 +180,19 @@ describe("evaluator handlers", () => {
     // the checkpoint's own model.safetensors is the same canonical file
     const step = path.join(imported, "step-00000000", "model.safetensors");
     expect(Buffer.compare(fs.readFileSync(step), fs.readFileSync(path.join(a, "model.safetensors")))).toBe(0);
+  });
+
+  // reliability D10: a tokenizer with more ids than the model was imported; generate then crashed in GatherV2.
+  it("import refuses a tokenizer.json with more ids than the model's vocabulary, writing nothing", async () => {
+    const hf = path.join(root, "hf-big-tokenizer");
+    await run(provide(Handlers.exportHf({ checkpoint: runDir, hf, tokenizer: none })));
+    const model = await run(Bpe.train(docs, { vocabSize: 300, minFrequency: 1 }));
+    await run(Bpe.save(model, hf));
+    const out = path.join(root, "imported-big-tokenizer");
+    const e = await runTestFailure(provide(Handlers.importHf({ hfDir: hf, out, step: 0 })));
+    expect(e).toMatchObject({ _tag: "TokenizerMismatch" });
+    expect((e as Error).message).toMatch(/hf-big-tokenizer.*\n.*vocabulary: the tokenizer "bpe-300" has 300 ids, the model only 259/);
+    expect(fs.existsSync(out)).toBe(false);
   });
 
   it("bad input: another tokenizer, a missing or corrupt checkpoint, a malformed task line", async () => {

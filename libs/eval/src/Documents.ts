@@ -94,22 +94,29 @@ export const textFiles = Effect.fn("Documents.textFiles")(function* (p: string) 
 export const isPrepared = (p: string): boolean => fs.existsSync(`${p}/${Shards.manifestFile}`);
 
 /**
+ * Ids a tokenizer can put in front of a model: all of its vocabulary but a PAD id added past the
+ * end (a Hugging Face vocabulary without one gets it there), which no text encodes to and nothing
+ * feeds the model.
+ */
+export const idsFed = (tokenizer: Pick<Tokenizer.Service, "vocabSize" | "special">): number =>
+  tokenizer.special.pad === tokenizer.vocabSize - 1 ? tokenizer.vocabSize - 1 : tokenizer.vocabSize;
+
+/**
  * Every way `tokenizer` differs from the one a checkpoint was made with: its hash, and whether its
  * ids fit the model's vocabulary. An empty recorded hash (unknown, e.g. an imported model without
- * tokenizer.json) is not compared.
+ * tokenizer.json) is not compared. The fit is checked even when the hashes agree: an import
+ * records the hash of whatever tokenizer.json came with the model, which proves nothing about
+ * its size.
  */
 export const tokenizerDifferences = (
   recorded: { readonly tokenizerHash: string; readonly vocabSize: number },
-  tokenizer: Pick<Tokenizer.Service, "name" | "hash" | "vocabSize">,
+  tokenizer: Pick<Tokenizer.Service, "name" | "hash" | "vocabSize" | "special">,
 ): Array<string> => {
   const out: Array<string> = [];
-  const sameHash = recorded.tokenizerHash === tokenizer.hash;
-  if (recorded.tokenizerHash !== "" && !sameHash) {
+  if (recorded.tokenizerHash !== "" && recorded.tokenizerHash !== tokenizer.hash) {
     out.push(`tokenizer hash: the checkpoint was trained with ${recorded.tokenizerHash}, the tokenizer "${tokenizer.name}" has ${tokenizer.hash}`);
   }
-  // The very tokenizer it was trained with fits by construction (a PAD id added past a Hugging
-  // Face vocabulary is never produced by encode); any other must keep its ids inside the model's.
-  if (!sameHash && tokenizer.vocabSize > recorded.vocabSize) {
+  if (idsFed(tokenizer) > recorded.vocabSize) {
     out.push(`vocabulary: the tokenizer "${tokenizer.name}" has ${tokenizer.vocabSize} ids, the model only ${recorded.vocabSize}`);
   } else if (out.length > 0 && tokenizer.vocabSize !== recorded.vocabSize) {
     out.push(`vocabulary: the tokenizer "${tokenizer.name}" has ${tokenizer.vocabSize} ids, the model ${recorded.vocabSize}`);
@@ -121,7 +128,7 @@ export const tokenizerDifferences = (
 export const ensureTokenizer = (
   path: string,
   recorded: { readonly tokenizerHash: string; readonly vocabSize: number },
-  tokenizer: Pick<Tokenizer.Service, "name" | "hash" | "vocabSize">,
+  tokenizer: Pick<Tokenizer.Service, "name" | "hash" | "vocabSize" | "special">,
 ): Effect.Effect<void, TokenizerMismatch> => {
   const differences = tokenizerDifferences(recorded, tokenizer);
   return differences.length === 0 ? Effect.void : Effect.fail(new TokenizerMismatch({ path, differences }));

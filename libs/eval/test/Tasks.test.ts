@@ -152,8 +152,8 @@ describe("Choice", () => {
 });
 
 describe("Documents.tokenizerDifferences", () => {
-  it("names the hash and the vocabulary that differ; the recorded tokenizer itself always fits", () => {
-    const tok = { name: "bpe-300", hash: "b".repeat(64), vocabSize: 300 };
+  it("names the hash and the vocabulary that differ; a PAD id past the model's vocabulary is never fed to it", () => {
+    const tok = { name: "bpe-300", hash: "b".repeat(64), vocabSize: 300, special: { bos: 297, eos: 298, pad: 299 } };
     expect(Documents.tokenizerDifferences({ tokenizerHash: "b".repeat(64), vocabSize: 299 }, tok)).toEqual([]);
     expect(Documents.tokenizerDifferences({ tokenizerHash: "", vocabSize: 300 }, tok)).toEqual([]);
     expect(Documents.tokenizerDifferences({ tokenizerHash: "a".repeat(64), vocabSize: 259 }, tok)).toEqual([
@@ -161,5 +161,15 @@ describe("Documents.tokenizerDifferences", () => {
       `vocabulary: the tokenizer "bpe-300" has 300 ids, the model only 259`,
     ]);
     expect(Documents.tokenizerDifferences({ tokenizerHash: "", vocabSize: 259 }, tok)).toEqual([`vocabulary: the tokenizer "bpe-300" has 300 ids, the model only 259`]);
+  });
+
+  // reliability D10: an import records its own tokenizer's hash, so a 4096-id tokenizer beside a
+  // 300-id model matched by hash and generate crashed in GatherV2.
+  it("the recorded tokenizer too must fit the model's vocabulary", () => {
+    const big = { name: "bpe-4096", hash: "c".repeat(64), vocabSize: 4096, special: { bos: 0, eos: 1, pad: 2 } };
+    expect(Documents.tokenizerDifferences({ tokenizerHash: "c".repeat(64), vocabSize: 300 }, big)).toEqual([
+      `vocabulary: the tokenizer "bpe-4096" has 4096 ids, the model only 300`,
+    ]);
+    expect(Documents.tokenizerDifferences({ tokenizerHash: "c".repeat(64), vocabSize: 4096 }, big)).toEqual([]);
   });
 });
