@@ -42,6 +42,12 @@ export const BatchSection = Schema.Struct({
   seqLen: PositiveInt,
   /** Sequences per micro-batch; batchTokens / (microBatch·tokens per sequence) gives accumulation. */
   microBatch: PositiveInt,
+  /**
+   * Unique data: train on the first U tokens of the (shuffled) train split only. A budget larger
+   * than U repeats them for tokens/U epochs (the paper's multi-epoch form, docs/method.md §3.2).
+   * Default: the whole split.
+   */
+  uniqueTokens: Schema.optional(PositiveInt),
 });
 
 export const OptimSection = Schema.Struct({

@@ -75,14 +75,25 @@ export interface Range {
 
 /**
  * The data each phase reads (paper §2: the patch phase the first λ of the data, the token phase
- * the rest). When the budget fits in the train split the phases get disjoint, adjacent ranges
- * [0, λ·D) and [λ·D, D): one pass, no token seen twice. When the budget exceeds the split (the
- * multi-epoch form), both phases cycle over the whole split, the patch phase for the first λ of
- * the epochs.
+ * the rest), out of the first `unique` tokens of the train split (default all of it). When the
+ * budget fits, the phases get disjoint, adjacent ranges [0, λ·D) and [λ·D, D): one pass, no
+ * token seen twice. When the budget exceeds the data (the multi-epoch form), both phases cycle
+ * over all of it, the patch phase for the first λ of the epochs.
  */
-export const dataRanges = (plan: PhasePlan.PhasePlan, trainTokens: number): { patch: Range; token: Range } => {
-  const whole = { startToken: 0, endToken: trainTokens };
-  if (plan.totalTokens > trainTokens) return { patch: whole, token: whole };
+export const dataRanges = (
+  plan: PhasePlan.PhasePlan,
+  trainTokens: number,
+  unique: number | undefined = undefined,
+  source = "run config",
+): Either.Either<{ patch: Range; token: Range }, ConfigError> => {
+  if (unique !== undefined && unique > trainTokens) {
+    return Either.left(
+      new ConfigError({ source, issues: [`batch.uniqueTokens: ${unique} exceeds the ${trainTokens} tokens of the train split`] }),
+    );
+  }
+  const available = unique ?? trainTokens;
+  const whole = { startToken: 0, endToken: available };
+  if (plan.totalTokens > available) return Either.right({ patch: whole, token: whole });
   const cut = plan.patch.tokens;
-  return { patch: { startToken: 0, endToken: cut }, token: { startToken: cut, endToken: plan.totalTokens } };
+  return Either.right({ patch: { startToken: 0, endToken: cut }, token: { startToken: cut, endToken: plan.totalTokens } });
 };

@@ -58,6 +58,11 @@ export interface Summary {
   readonly tokens: number;
   readonly flops: number;
   readonly wallSeconds: number;
+  /**
+   * CPU seconds of this process (all its threads) spent on the run, over every invocation: a
+   * cost measure that holds up better than wall time when other work shares the machine.
+   */
+  readonly cpuSeconds: number;
   /** Why this invocation ended. */
   readonly ended: "finished" | "stopped" | "maxSteps";
   /** The last token-level validation result. */
@@ -71,6 +76,8 @@ const SavedProgress = Schema.Struct({
   phase: Schema.Literal("patch", "token"),
   cursor: Batches.Cursor,
   wallSeconds: Schema.Number,
+  /** Absent in checkpoints written before CPU time was recorded. */
+  cpuSeconds: Schema.optional(Schema.Number),
 });
 
 export const CONFIG_FILE = "config.json";
@@ -112,7 +119,7 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
   const data = yield* Shards.readManifest(c.data);
   const cfg: Config.ModelConfig = yield* Setup.modelConfig(c, tokenizer.vocabSize);
   const plan = yield* Setup.phasePlan(c);
-  const ranges = Setup.dataRanges(plan, data.splits.train.tokens);
+  const ranges = yield* Setup.dataRanges(plan, data.splits.train.tokens, c.batch.uniqueTokens);
   const strategy = yield* Registry.lookup(c.patch.strategy);
   const accum = { patch: 1, token: 1 };
   for (const p of plan.phases) accum[p.phase] = yield* Setup.accumulation(c, p);
@@ -154,6 +161,7 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
   );
   let tokensSeen = loaded?.manifest.tokensSeen ?? 0;
   let wallBase = 0;
+  let cpuBase = 0;
   let lastCursor: Batches.Cursor | undefined;
   if (loaded !== undefined) {
     yield* Checkpoint.ensureCompatible(loaded, { modelConfig: cfg, trainConfig: trainConfigForCheck, tokenizerHash: tokenizer.hash });
@@ -161,6 +169,7 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
       Effect.mapError((e) => new TrainError({ reason: "BadCheckpoint", detail: `${loaded.dir}: dataCursor: ${e.message}` })),
     );
     wallBase = progress.wallSeconds;
+    cpuBase = progress.cpuSeconds ?? 0;
     const bad = (detail: string) => new TrainError({ reason: "BadCheckpoint", detail });
     // A checkpoint written at the end of the patch phase holds the patch-phase state: the
     // strategy's parameters are dropped and the optimizer is reset (nothing to restore) or
@@ -183,6 +192,11 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
 
   const started = performance.now();
   const wall = () => wallBase + (performance.now() - started) / 1000;
+  const cpuStart = process.cpuUsage();
+  const cpu = () => {
+    const used = process.cpuUsage(cpuStart);
+    return cpuBase + (used.user + used.system) / 1e6;
+  };
   const flopsAt = (step: number) => Compute.flopsBefore(plan, step, flopsPerPosition);
   const sink = yield* MetricsSink.MetricsSink;
   const progress = yield* Progress.Progress;
@@ -221,7 +235,7 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
           tokensSeen,
           modelConfig: cfg,
           trainConfig: trainConfigForCheck,
-          dataCursor: { phase: lastPhase, cursor: lastCursor, wallSeconds: wall() },
+          dataCursor: { phase: lastPhase, cursor: lastCursor, wallSeconds: wall(), cpuSeconds: cpu() },
           rng: { seed: c.seed, note: "init and data order derive from the seed; the data cursor holds the position" },
           tokenizerHash: tokenizer.hash,
           packageVersions: o.packageVersions ?? {},
@@ -272,7 +286,9 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
       );
       const next = pull.pipe(
         Effect.map((chunk) => Option.getOrThrow(Option.fromNullable([...chunk][0]))),
-        Effect.catchAll((e) => (Option.isOption(e) ? Effect.dieMessage("batch stream ended early") : Effect.fail(e))),
+        // A pull fails with None at the stream's end (a bug: the plan never reads past it) and with
+        // Some(error) for a data error, which must reach the user as the data lib reported it.
+        Effect.catchAll((e) => Option.match(e, { onNone: () => Effect.dieMessage("batch stream ended early"), onSome: Effect.fail })),
       );
 
       let interval = { loss: 0, gradNorm: 0, steps: 0, tokens: 0, started: performance.now() };
@@ -373,6 +389,7 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
     tokens: tokensSeen,
     flops: flopsAt(globalStep),
     wallSeconds: wall(),
+    cpuSeconds: cpu(),
     ended,
     validation,
     losses,

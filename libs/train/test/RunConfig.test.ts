@@ -5,6 +5,7 @@ import * as path from "node:path";
 import { runTest, runTestFailure } from "@patchlm/testing";
 import * as ConfigFile from "../src/ConfigFile";
 import * as RunConfig from "../src/RunConfig";
+import * as Setup from "../src/Setup";
 
 const minimal = { name: "r1", data: "data/x", batch: { tokens: 1000000, batchTokens: 8192, seqLen: 256, microBatch: 8 } };
 
@@ -67,5 +68,26 @@ describe("ConfigFile", () => {
 
   it("rejects malformed --set pairs", () => {
     expect(Either.isLeft(ConfigFile.parseOverrides(["novalue"]))).toBe(true);
+  });
+});
+
+describe("Setup.dataRanges", () => {
+  const planFor = (tokens: number, uniqueTokens?: number) => {
+    const c = Either.getOrThrow(
+      RunConfig.decode("t", { name: "r", data: "d", patch: { patchSize: 4, patchFraction: 0.5 }, batch: { tokens, batchTokens: 100, seqLen: 5, microBatch: 1, uniqueTokens }, optim: { warmupSteps: 0 } }),
+    );
+    return { c, plan: Either.getOrThrow(Setup.phasePlan(c)) };
+  };
+
+  it("gives the phases adjacent, disjoint ranges when the budget fits the data", () => {
+    const { plan } = planFor(1000);
+    expect(Either.getOrThrow(Setup.dataRanges(plan, 5000))).toEqual({ patch: { startToken: 0, endToken: 500 }, token: { startToken: 500, endToken: 1000 } });
+  });
+
+  it("cycles both phases over the first uniqueTokens when the budget exceeds them", () => {
+    const { c, plan } = planFor(3000, 1000);
+    const whole = { startToken: 0, endToken: 1000 };
+    expect(Either.getOrThrow(Setup.dataRanges(plan, 5000, c.batch.uniqueTokens))).toEqual({ patch: whole, token: whole });
+    expect(Either.isLeft(Setup.dataRanges(plan, 900, c.batch.uniqueTokens))).toBe(true);
   });
 });

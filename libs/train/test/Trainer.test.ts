@@ -127,6 +127,37 @@ describe("Trainer.run", () => {
     }
   });
 
+  it("reports a data error as the data lib names it (a truncated shard), not as a stream that ended early", async () => {
+    // Regression (issue 16 D1): the stream's Some(error) was taken for its end.
+    const copy = path.join(root, "data-truncated");
+    fs.cpSync(data, copy, { recursive: true });
+    const shard = fs.readdirSync(copy).find((f) => f.startsWith("train-") && f.endsWith(".bin"))!;
+    fs.truncateSync(path.join(copy, shard), fs.statSync(path.join(copy, shard)).size - 5);
+    const e = (await runTestFailure(train(config(copy, runsDir("truncated"))))) as { _tag: string; message: string };
+    expect(e._tag).toBe("ShardError");
+    expect(e.message).toContain(shard);
+  });
+
+  it("records CPU seconds and carries them across a resume", async () => {
+    const c = config(data, runsDir("cpu"));
+    const first = await runTest(train(c, { maxSteps: 6 }));
+    expect(first.summary.cpuSeconds).toBeGreaterThan(0);
+    const second = await runTest(train(c, { resume: true }));
+    expect(second.summary.cpuSeconds).toBeGreaterThan(first.summary.cpuSeconds);
+  });
+
+  it("with batch.uniqueTokens, repeats the first U tokens for several epochs (multi-epoch form)", async () => {
+    // 3072 tokens of budget over U = 1024: three epochs, the patch phase for the first two.
+    const c = config(data, runsDir("epochs"), { batch: { tokens: 3072, batchTokens: 256, seqLen: 16, microBatch: 4, uniqueTokens: 1024 } });
+    const r = await runTest(train(c));
+    expect(r.summary.ended).toBe("finished");
+    expect(r.summary.step).toBe(12);
+    const tooMany = config(data, runsDir("epochs-bad"), { batch: { tokens: 3072, batchTokens: 256, seqLen: 16, microBatch: 4, uniqueTokens: 10 ** 9 } });
+    const e = (await runTestFailure(train(tooMany))) as { _tag: string; message: string };
+    expect(e._tag).toBe("ConfigError");
+    expect(e.message).toMatch(/batch\.uniqueTokens: 1000000000 exceeds the \d+ tokens of the train split/);
+  });
+
   it("leaves no tensors behind", async () => {
     const before = tf.memory().numTensors;
     await runTest(train(config(data, runsDir("leak")), { maxSteps: 3 }));
