@@ -4,6 +4,7 @@
  */
 import { Args, Command, Options } from "@effect/cli";
 import * as Handlers from "./Handlers";
+import * as Study from "./Study";
 
 const backend = Options.choice("backend", ["auto", "tensorflow", "native", "wasm", "cpu"]).pipe(
   Options.withDescription("compute backend (default: PATCHLM_BACKEND, then the best available)"),
@@ -108,9 +109,23 @@ const demo = Command.make(
   (o) => Handlers.demo(o),
 ).pipe(Command.withDescription("The main job: prepare the embedded corpus, train K=4 λ=2/3, evaluate, plot."));
 
+const study = Command.make(
+  "study",
+  {
+    file: Args.file({ name: "study.yaml" }).pipe(Args.withDescription("the study file (see libs/train/src/Study.ts)")),
+    backend,
+    reportOnly: Options.boolean("report-only").pipe(Options.withDescription("rebuild the report from the saved results; train nothing")),
+  },
+  (o) => Study.study(o),
+).pipe(
+  Command.withDescription(
+    "Run a study: a token-level baseline and patch-level variants over the same data, each run resumable, then a Table-1 style report with plots.",
+  ),
+);
+
 export const command = Command.make("trainer").pipe(
   Command.withDescription("patchlm trainer: patch-level then token-level training of LLaMA-style models."),
-  Command.withSubcommands([prepare, train, resume, bench, inspect, demo]),
+  Command.withSubcommands([prepare, train, resume, bench, inspect, demo, study]),
 );
 
 export type TrainFlags = Command.Command.ParseConfig<typeof trainOptions>;

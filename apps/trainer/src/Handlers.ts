@@ -285,7 +285,7 @@ export const validationPerplexity = Effect.fn("trainer.validationPerplexity")(fu
       const tokenizer = yield* RunFiles.loadTokenizer(runDir);
       const model = yield* Effect.acquireRelease(RunFiles.loadModel(runDir), (m) => Effect.sync(() => Model.dispose(m.params)));
       const stream = yield* Documents.validationStream(config.data, tokenizer);
-      return Perplexity.result(Perplexity.streamNll(model.params, model.cfg, stream.tokens, { batchSize: config.batch.microBatch }), stream.bytes);
+      return Perplexity.result(Perplexity.streamNll(model.params, model.cfg, stream.tokens, { batchSize: Setup.evalBatch(config, yield* Setup.phasePlan(config)) }), stream.bytes);
     }),
   );
   const file = path.join(runDir, "validation.json");

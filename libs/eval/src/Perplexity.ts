@@ -60,20 +60,27 @@ const resolveWindow = (cfg: Config.ModelConfig, o: WindowOptions) => {
   return { window, stride: o.stride ?? window, batchSize: o.batchSize ?? 8 };
 };
 
+/** The NLL of each window of a stream, in stream order, and how many targets each scored. */
+export interface PerWindow {
+  readonly nll: Float64Array;
+  readonly scored: Float64Array;
+}
+
 /**
- * Summed NLL of every target of one token stream (see the module comment), scored in batches of
+ * NLL of every window of one token stream (see the module comment), scored in batches of
  * windows. `onBatch` is told the targets scored so far, for progress display.
  */
-export const streamNll = (
+export const windowNll = (
   params: Model.Params,
   cfg: Config.ModelConfig,
   tokens: ArrayLike<number>,
   options: WindowOptions = {},
   onBatch?: (scored: number) => void,
-): Score.NllSum => {
+): PerWindow => {
   const { window, stride, batchSize } = resolveWindow(cfg, options);
   const plan = windows(tokens.length, window, stride);
-  let nll = 0;
+  const nll = new Float64Array(plan.length);
+  const scored = new Float64Array(plan.length);
   let scoredSoFar = 0;
   const slice = (from: number, to: number) => Array.prototype.slice.call(tokens, from, to) as Array<number>;
   for (let i = 0; i < plan.length; i += batchSize) {
@@ -85,12 +92,101 @@ export const streamNll = (
     );
     group.forEach((w, j) => {
       const lp = scores[j].logprobs;
-      for (let k = w.length - w.scored; k < w.length; k++) nll -= lp[k];
+      let sum = 0;
+      for (let k = w.length - w.scored; k < w.length; k++) sum -= lp[k];
+      nll[i + j] = sum;
+      scored[i + j] = w.scored;
       scoredSoFar += w.scored;
     });
     onBatch?.(scoredSoFar);
   }
-  return { nll, tokens: scoredSoFar };
+  return { nll, scored };
+};
+
+/** Summed NLL of every target of one token stream (see `windowNll`). */
+export const streamNll = (
+  params: Model.Params,
+  cfg: Config.ModelConfig,
+  tokens: ArrayLike<number>,
+  options: WindowOptions = {},
+  onBatch?: (scored: number) => void,
+): Score.NllSum => {
+  const w = windowNll(params, cfg, tokens, options, onBatch);
+  let nll = 0;
+  let scored = 0;
+  for (let i = 0; i < w.nll.length; i++) {
+    nll += w.nll[i];
+    scored += w.scored[i];
+  }
+  return { nll, tokens: scored };
+};
+
+/**
+ * Consecutive windows grouped into blocks of at least `blockTokens` scored targets (the last
+ * block takes the remainder when it would be short): the units of the standard errors below.
+ * Neighbouring windows of one document are correlated, so a block of several windows is a far
+ * more independent sample than a single window (the batch-means method).
+ */
+export interface Blocks {
+  readonly nll: ReadonlyArray<number>;
+  readonly tokens: ReadonlyArray<number>;
+}
+
+export const blocks = (w: PerWindow, blockTokens: number): Blocks => {
+  const nll: Array<number> = [];
+  const tokens: Array<number> = [];
+  let n = 0;
+  let t = 0;
+  for (let i = 0; i < w.nll.length; i++) {
+    n += w.nll[i];
+    t += w.scored[i];
+    if (t >= blockTokens) {
+      nll.push(n);
+      tokens.push(t);
+      n = 0;
+      t = 0;
+    }
+  }
+  if (t > 0) {
+    if (tokens.length > 0 && t < blockTokens / 2) {
+      nll[nll.length - 1] += n;
+      tokens[tokens.length - 1] += t;
+    } else {
+      nll.push(n);
+      tokens.push(t);
+    }
+  }
+  return { nll, tokens };
+};
+
+/**
+ * Mean NLL per token (Σ nll / Σ tokens) and its standard error over blocks, by the ratio
+ * estimator's linearisation: SE² = Σ_b (nll_b − loss·tokens_b)² / (n (n−1) t̄²), t̄ the mean
+ * block size. NaN with fewer than 2 blocks.
+ */
+export const meanWithError = (b: Blocks): { readonly loss: number; readonly standardError: number; readonly blocks: number } => {
+  const n = b.nll.length;
+  const totalNll = b.nll.reduce((x, y) => x + y, 0);
+  const totalTokens = b.tokens.reduce((x, y) => x + y, 0);
+  const loss = totalNll / totalTokens;
+  if (n < 2) return { loss, standardError: NaN, blocks: n };
+  const mean = totalTokens / n;
+  let ss = 0;
+  for (let i = 0; i < n; i++) ss += ((b.nll[i] - loss * b.tokens[i]) / mean) ** 2;
+  return { loss, standardError: Math.sqrt(ss / (n * (n - 1))), blocks: n };
+};
+
+/**
+ * Loss of `a` minus loss of `b` on the same blocks (two models scored on one validation stream)
+ * and the standard error of that difference. Pairing removes the text's own difficulty, which
+ * dominates each loss's standard error, so a difference far smaller than either SE can be real.
+ */
+export const pairedDifference = (a: Blocks, b: Blocks): { readonly difference: number; readonly standardError: number } => {
+  if (a.tokens.length !== b.tokens.length || a.tokens.some((t, i) => t !== b.tokens[i])) {
+    throw new RangeError("Perplexity.pairedDifference: the two results were not scored on the same blocks");
+  }
+  const r = meanWithError({ nll: a.nll.map((x, i) => x - b.nll[i]), tokens: a.tokens });
+  return { difference: r.loss, standardError: r.standardError };
 };
 
 /** Bits per UTF-8 byte: nats / ln 2 / bytes. */

@@ -7,4 +7,5 @@ export * as Documents from "./Documents";
 export * as Generate from "./Generate";
 export * as HuggingFace from "./HuggingFace";
 export * as Report from "./Report";
+export * as StudyReport from "./StudyReport";
 export { TaskError, TokenizerMismatch, EvalInputError } from "./Errors";

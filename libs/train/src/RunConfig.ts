@@ -40,8 +40,12 @@ export const BatchSection = Schema.Struct({
   batchTokens: PositiveInt,
   /** Positions T per sequence (patches in the patch phase, tokens in the token phase). */
   seqLen: PositiveInt,
-  /** Sequences per micro-batch; batchTokens / (microBatch·tokens per sequence) gives accumulation. */
-  microBatch: PositiveInt,
+  /**
+   * Sequences per micro-batch, to bound memory: a step accumulates gradients over
+   * sequencesPerStep / microBatch micro-batches, which must be whole in both phases. Default: the
+   * whole step in one micro-batch, in each phase.
+   */
+  microBatch: Schema.optional(PositiveInt),
   /**
    * Unique data: train on the first U tokens of the (shuffled) train split only. A budget larger
    * than U repeats them for tokens/U epochs (the paper's multi-epoch form, docs/method.md §3.2).

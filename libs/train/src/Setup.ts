@@ -51,9 +51,15 @@ export const phasePlan = (c: RunConfig, source = "run config"): Either.Either<Ph
   });
 };
 
+/** Sequences per micro-batch in a phase: `batch.microBatch`, by default the whole step. */
+export const microBatch = (c: RunConfig, phase: Pick<PhasePlan.PhaseSpec, "sequencesPerStep">): number => c.batch.microBatch ?? phase.sequencesPerStep;
+
+/** Sequences per forward pass when evaluating: `batch.microBatch`, by default the token phase's whole step. */
+export const evalBatch = (c: RunConfig, plan: PhasePlan.PhasePlan): number => c.batch.microBatch ?? plan.token.sequencesPerStep;
+
 /** Micro-batches per optimizer step in a phase: sequencesPerStep / microBatch, which must be whole. */
 export const accumulation = (c: RunConfig, phase: PhasePlan.PhaseSpec, source = "run config"): Either.Either<number, ConfigError> => {
-  const n = phase.sequencesPerStep / c.batch.microBatch;
+  const n = phase.sequencesPerStep / microBatch(c, phase);
   return Number.isInteger(n) && n >= 1
     ? Either.right(n)
     : Either.left(

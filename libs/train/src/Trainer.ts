@@ -90,14 +90,14 @@ const writeAtomic = (file: string, text: string) =>
   });
 
 /** Token-level validation: mean NLL over the first `batches` windows of T tokens (fixed, sequential). */
-const validate = (c: RunConfig, state: State.State) =>
+const validate = (c: RunConfig, state: State.State, batchSize: number) =>
   Effect.scoped(
     Effect.gen(function* () {
       const stream = Batches.stream({
         dir: c.data,
         split: "validation",
         windowLength: Math.min(c.batch.seqLen, state.cfg.contextLength),
-        batchSize: c.batch.microBatch,
+        batchSize,
         order: "sequential",
         epochs: 1,
         prefetch: 0,
@@ -206,7 +206,7 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
   let lastPhase: PhasePlan.Phase = startPhase.phase;
 
   const evaluate = Effect.gen(function* () {
-    const v = yield* validate(c, state);
+    const v = yield* validate(c, state, Setup.evalBatch(c, plan));
     validation = { loss: v.loss, ppl: v.ppl };
     yield* sink.write({
       step: globalStep,
@@ -278,10 +278,10 @@ const runScoped = Effect.fn("Trainer.run")(function* (o: Options) {
           dir: c.data,
           split: "train",
           windowLength: phase.seqLen,
-          batchSize: c.batch.microBatch,
+          batchSize: Setup.microBatch(c, phase),
           seed: c.seed,
           range,
-          cursor: Batches.cursorAfter(layout, c.batch.microBatch, phaseStep * micro),
+          cursor: Batches.cursorAfter(layout, Setup.microBatch(c, phase), phaseStep * micro),
         }).pipe(Stream.rechunk(1)),
       );
       const next = pull.pipe(

@@ -7,3 +7,4 @@ export * as Step from "./Step";
 export * as State from "./State";
 export * as Trainer from "./Trainer";
 export * as Bench from "./Bench";
+export * as Study from "./Study";
