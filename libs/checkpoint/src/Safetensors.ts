@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { endianness } from "node:os";
 import { FileSystem } from "@effect/platform";
 import { Effect, Either, Schema } from "effect";
+import { FileError } from "@patchlm/core";
 import { fileError, readExactly, writeSynced } from "./internal/Io";
 
 /**
@@ -124,6 +125,12 @@ export const MAX_HEADER_BYTES = 100_000_000;
 
 const numel = (shape: ReadonlyArray<number>): number => shape.reduce((a, b) => a * b, 1);
 
+/** A header value or name as an error shows it: JSON, cut short (a header may hold megabytes in one key). */
+const show = (v: unknown): string => {
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length <= 80 ? text : `${text.slice(0, 80)}… (${text.length} characters)`;
+};
+
 const utf8 = new TextEncoder();
 const byteOrder = (a: string, b: string): number => Buffer.compare(utf8.encode(a), utf8.encode(b));
 
@@ -243,17 +250,17 @@ const parseHeader = (path: string, json: Uint8Array, dataSize: number): Either.E
       metadata = v as Record<string, string>;
       continue;
     }
-    if (!isRecord(v)) return fail("BadEntry", `tensor "${name}" is not an object`);
+    if (!isRecord(v)) return fail("BadEntry", `tensor ${show(name)} is not an object`);
     const { dtype, shape, data_offsets: offsets } = v;
-    if (dtype === undefined) return fail("BadEntry", `tensor "${name}" has no dtype`);
+    if (dtype === undefined) return fail("BadEntry", `tensor ${show(name)} has no dtype`);
     if (typeof dtype !== "string" || !(dtypes as ReadonlyArray<string>).includes(dtype)) {
-      return fail("UnknownDtype", `tensor "${name}" has dtype ${JSON.stringify(dtype)}; known: ${dtypes.join(", ")}`);
+      return fail("UnknownDtype", `tensor ${show(name)} has dtype ${show(dtype)}; known: ${dtypes.join(", ")}`);
     }
     if (!Array.isArray(shape) || !shape.every(isNonNegativeInt)) {
-      return fail("BadEntry", `tensor "${name}" has shape ${JSON.stringify(shape)}; expected an array of non-negative integers`);
+      return fail("BadEntry", `tensor ${show(name)} has shape ${show(shape)}; expected an array of non-negative integers`);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeInt)) {
-      return fail("BadEntry", `tensor "${name}" has data_offsets ${JSON.stringify(offsets)}; expected [begin, end]`);
+      return fail("BadEntry", `tensor ${show(name)} has data_offsets ${show(offsets)}; expected [begin, end]`);
     }
     entries.push({ name, dtype: dtype as Dtype, shape, begin: offsets[0], end: offsets[1] });
   }
@@ -261,16 +268,16 @@ const parseHeader = (path: string, json: Uint8Array, dataSize: number): Either.E
   let at = 0;
   let previous = "the start of the data";
   for (const e of entries) {
-    const where = `tensor "${e.name}" data_offsets [${e.begin},${e.end}]`;
+    const where = `tensor ${show(e.name)} data_offsets [${e.begin},${e.end}]`;
     if (e.end < e.begin || e.end > dataSize) return fail("OffsetsOutOfRange", `${where} outside the ${dataSize} data bytes`);
     if (e.begin < at) return fail("OffsetsOverlap", `${where} overlaps ${previous}, which ends at ${at}`);
     if (e.begin > at) return fail("OffsetsGap", `${where} leaves bytes ${at}..${e.begin} after ${previous} unused`);
     const expected = numel(e.shape) * bytesPerElement(e.dtype);
     if (e.end - e.begin !== expected) {
-      return fail("SizeMismatch", `${where} holds ${e.end - e.begin} bytes; ${e.dtype} [${e.shape.join(",")}] needs ${expected}`);
+      return fail("SizeMismatch", `${where} holds ${e.end - e.begin} bytes; ${e.dtype} ${show(e.shape).replace(/"/g, "")} needs ${expected}`);
     }
     at = e.end;
-    previous = `tensor "${e.name}"`;
+    previous = `tensor ${show(e.name)}`;
   }
   if (at !== dataSize) return fail("OffsetsGap", `${dataSize - at} bytes after ${previous} belong to no tensor`);
   return Either.right({ entries, metadata });
@@ -301,6 +308,10 @@ export const decode = (bytes: Uint8Array, path = "<bytes>"): Either.Either<Conte
   );
 };
 
+const kindOf = (type: FileSystem.File.Type): string =>
+  ({ Directory: "a directory", FIFO: "a FIFO", CharacterDevice: "a character device", BlockDevice: "a block device", Socket: "a socket" })[type as string] ??
+  `a file of type ${type}`;
+
 /** File contents plus the sha256 (hex) and size of the bytes read. */
 export interface ReadResult extends Contents {
   readonly sha256: string;
@@ -309,12 +320,18 @@ export interface ReadResult extends Contents {
 
 /**
  * Read and validate a file, tensor by tensor (no whole-file buffer, so files above 2 GiB work),
- * hashing every byte on the way.
+ * hashing every byte on the way. Only a regular file is opened (through symlinks): a FIFO would
+ * block the open until a writer comes, a device such as /dev/zero never ends. That refusal is a
+ * FileError, not a SafetensorsError, so no caller goes on to hash the file.
  */
 export const readFile = Effect.fn("Safetensors.readFile")(function* (path: string) {
   const fs = yield* FileSystem.FileSystem;
   return yield* Effect.scoped(
     Effect.gen(function* () {
+      const info = yield* fs.stat(path);
+      if (info.type !== "File") {
+        return yield* new FileError({ path, reason: "Unreadable", detail: `${kindOf(info.type)}, not a regular file` });
+      }
       const file = yield* fs.open(path, { flag: "r" });
       const size = Number((yield* file.stat).size);
       const hash = createHash("sha256");
@@ -335,7 +352,7 @@ export const readFile = Effect.fn("Safetensors.readFile")(function* (path: strin
       for (const e of header.entries) {
         const out = allocate(e);
         if (!(yield* read(bytesOf(out)))) {
-          return yield* new SafetensorsError({ path, reason: "Truncated", detail: `the file ended inside tensor "${e.name}"` });
+          return yield* new SafetensorsError({ path, reason: "Truncated", detail: `the file ended inside tensor ${show(e.name)}` });
         }
         data.push(out);
       }

@@ -12,6 +12,7 @@
  * Everything written is a pure function of the checkpoint (and the tokenizer files, copied byte for
  * byte): export → import → export gives identical bytes.
  */
+import * as buffer from "node:buffer";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Effect, Either } from "effect";
@@ -64,6 +65,38 @@ const json = (value: unknown): string => `${JSON.stringify(value, null, 2)}\n`;
 
 type Json = Readonly<Record<string, unknown>>;
 
+/**
+ * Upper bounds of config.json's sizes, checked before anything is built from them. Far above any
+ * LLaMA-style model there is (LLaMA-3 405B: 126 layers, hidden 16384, intermediate 53248, 128256
+ * ids), yet small enough that what they size (the parameter table, an error listing, the expected
+ * file size) stays small: an untrusted `num_hidden_layers: 1000000` is refused, not built.
+ */
+export const configLimits = {
+  vocab_size: 2 ** 21,
+  hidden_size: 65_536,
+  intermediate_size: 262_144,
+  num_hidden_layers: 1024,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  max_position_embeddings: 2 ** 20,
+} as const;
+
+/** Largest config.json read: Hugging Face configs are a few kB. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+/** Largest tokenizer.json / tokenizer_config.json accepted (big multilingual vocabularies are ~30 MB). */
+export const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
+/** Tensor problems listed in one error; the rest are counted. */
+const MAX_LISTED = 20;
+
+/** A value as an error shows it: JSON, cut short (an untrusted file can hold megabytes in one key). */
+const show = (v: unknown): string => {
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length <= 60 ? text : `${text.slice(0, 60)}… (${text.length} characters)`;
+};
+
+const listed = (problems: ReadonlyArray<string>): string =>
+  (problems.length <= MAX_LISTED ? problems : [...problems.slice(0, MAX_LISTED), `… and ${problems.length - MAX_LISTED} more`]).join("\n  - ");
+
 /** The model config and special ids of a `config.json`, refusing what the model cannot run. */
 export const fromConfigJson = (
   j: Json,
@@ -71,7 +104,7 @@ export const fromConfigJson = (
 ): Either.Either<{ readonly cfg: Config.ModelConfig; readonly special: Tokenizer.SpecialTokens | undefined }, EvalInputError> => {
   const problems: Array<string> = [];
   const unsupported = (key: string, ok: (v: unknown) => boolean, want: string) => {
-    if (key in j && !ok(j[key])) problems.push(`${key}: ${JSON.stringify(j[key])} is not supported (${want})`);
+    if (key in j && !ok(j[key])) problems.push(`${key}: ${show(j[key])} is not supported (${want})`);
   };
   unsupported("model_type", (v) => v === "llama", `"llama"`);
   unsupported("hidden_act", (v) => v === "silu", `"silu"`);
@@ -79,6 +112,11 @@ export const fromConfigJson = (
   unsupported("attention_bias", (v) => v === false, "false");
   unsupported("mlp_bias", (v) => v === false, "false");
   if (problems.length > 0) return Either.left(new EvalInputError({ path: source, reason: "Unsupported", detail: problems.join("; ") }));
+  for (const [key, max] of Object.entries(configLimits)) {
+    const v = j[key];
+    if (typeof v === "number" && !(v >= 1 && v <= max)) problems.push(`${key}: ${show(v)} is out of range (1 to ${max})`);
+  }
+  if (problems.length > 0) return Either.left(new EvalInputError({ path: source, reason: "Malformed", detail: problems.join("; ") }));
   const nHeads = j.num_attention_heads as number;
   const kv = j.num_key_value_heads ?? nHeads;
   const input = {
@@ -98,10 +136,12 @@ export const fromConfigJson = (
     Either.mapLeft(Config.decodeConfig(Config.ModelConfig)(source, input), (e) => new EvalInputError({ path: source, reason: "Malformed", detail: e.issues.join("; ") })),
     (cfg) => {
       if (j.head_dim !== undefined && j.head_dim !== Config.headDim(cfg)) {
-        return Either.left(new EvalInputError({ path: source, reason: "Unsupported", detail: `head_dim ${j.head_dim} differs from hidden_size / num_attention_heads = ${Config.headDim(cfg)}` }));
+          return Either.left(new EvalInputError({ path: source, reason: "Unsupported", detail: `head_dim ${show(j.head_dim)} differs from hidden_size / num_attention_heads = ${Config.headDim(cfg)}` }));
       }
+      // Ids outside the vocabulary (LLaMA-1 configs say pad_token_id -1) are as good as none.
       const ids = [j.bos_token_id, j.eos_token_id, j.pad_token_id];
-      const special = ids.every((x) => typeof x === "number") ? { bos: ids[0] as number, eos: ids[1] as number, pad: ids[2] as number } : undefined;
+      const usable = ids.every((x) => Number.isInteger(x) && (x as number) >= 0 && (x as number) < cfg.vocabSize);
+      const special = usable ? { bos: ids[0] as number, eos: ids[1] as number, pad: ids[2] as number } : undefined;
       return Either.right({ cfg, special });
     },
   );
@@ -137,7 +177,7 @@ export const modelTensors = (cfg: Config.ModelConfig, tensors: Safetensors.Tenso
     if (!known.has(name) && !PatchStrategy.isStrategyParam(name) && !tiedHead) problems.push(`${name}: not a parameter of this model`);
   }
   return problems.length > 0
-    ? Either.left(new EvalInputError({ path: source, reason: "Malformed", detail: `tensors do not fit the model config:\n  - ${problems.join("\n  - ")}` }))
+    ? Either.left(new EvalInputError({ path: source, reason: "Malformed", detail: `tensors do not fit the model config:\n  - ${listed(problems)}` }))
     : Either.right(out);
 };
 
@@ -175,16 +215,99 @@ const writeFile = (file: string, data: string | Uint8Array) =>
     catch: (e) => new EvalInputError({ path: file, reason: "Unwritable", detail: (e as Error).message }),
   });
 
-const readBytes = (file: string) =>
-  Effect.try({
-    try: () => fs.readFileSync(file),
-    catch: (e) =>
-      new EvalInputError({
-        path: file,
-        reason: (e as NodeJS.ErrnoException).code === "ENOENT" ? "NotFound" : "Unreadable",
-        detail: (e as Error).message,
-      }),
+const ioError = (file: string, e: unknown) =>
+  new EvalInputError({
+    path: file,
+    reason: (e as NodeJS.ErrnoException).code === "ENOENT" ? "NotFound" : "Unreadable",
+    detail: (e as Error).message,
   });
+
+const readBytes = (file: string) => Effect.try({ try: () => fs.readFileSync(file), catch: (e) => ioError(file, e) });
+
+const kindOf = (st: fs.Stats): string =>
+  st.isFIFO()
+    ? "a FIFO"
+    : st.isCharacterDevice()
+      ? "a character device"
+      : st.isBlockDevice()
+        ? "a block device"
+        : st.isDirectory()
+          ? "a directory"
+          : st.isSocket()
+            ? "a socket"
+            : "something else";
+
+const notRegular = (file: string, st: fs.Stats) =>
+  new EvalInputError({ path: file, reason: "Unsupported", detail: `${kindOf(st)}, not a regular file` });
+
+/**
+ * An untrusted file's bytes, checked before the first byte is read: a regular file (through
+ * symlinks: a link to /dev/zero is a device) whose size `tooBig` accepts (it returns why not).
+ * Opened non-blocking, so a FIFO is refused at once instead of waiting for a writer, and the type
+ * and size come from the open descriptor, so the file cannot be swapped between check and read.
+ */
+const readRegular = (file: string, tooBig: (bytes: number) => string | undefined): Effect.Effect<Buffer, EvalInputError> =>
+  Effect.suspend(() => {
+    let fd: number;
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
+    } catch (e) {
+      return Effect.fail(ioError(file, e));
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) return Effect.fail(notRegular(file, st));
+      const why = tooBig(st.size);
+      if (why !== undefined) return Effect.fail(new EvalInputError({ path: file, reason: "Malformed", detail: why }));
+      const bytes = Buffer.allocUnsafe(st.size);
+      let at = 0;
+      for (let n = 1; at < bytes.length && n > 0; at += n) n = fs.readSync(fd, bytes, at, bytes.length - at, at);
+      // A file that shrank meanwhile is short; the decoder names what is missing.
+      return Effect.succeed(bytes.subarray(0, at));
+    } catch (e) {
+      return Effect.fail(ioError(file, e));
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+/** Whether anything is at `p`, a dangling symlink included (reported as such, not taken for absent). */
+const present = (p: string): boolean => {
+  try {
+    fs.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** `readRegular`'s check without the read, for files another library reads (tokenizer.json). */
+const checkRegular = (file: string, maxBytes: number): Effect.Effect<void, EvalInputError> =>
+  Effect.suspend(() => {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(file);
+    } catch (e) {
+      return Effect.fail(ioError(file, e));
+    }
+    if (!st.isFile()) return Effect.fail(notRegular(file, st));
+    return st.size > maxBytes
+      ? Effect.fail(new EvalInputError({ path: file, reason: "Malformed", detail: `${st.size} bytes; a tokenizer file has at most ${maxBytes}` }))
+      : Effect.void;
+  });
+
+/**
+ * Why a model.safetensors of `bytes` cannot hold the `parameters` of its config (undefined when it
+ * can): at least 2 bytes a parameter (F16/BF16), at most 8 (F64) twice over (room for a stored
+ * tied head and patch-strategy tensors) plus the largest header. Checked before reading it.
+ */
+const modelSizeProblem = (bytes: number, parameters: number): string | undefined => {
+  const least = 8 + 2 * parameters;
+  const most = Math.min(8 + Safetensors.MAX_HEADER_BYTES + 16 * parameters, buffer.constants.MAX_LENGTH);
+  return bytes < least || bytes > most
+    ? `${bytes} bytes; the config's ${parameters} parameters need between ${least} and ${most} (is config.json this model's?)`
+    : undefined;
+};
 
 export interface ExportInput {
   readonly cfg: Config.ModelConfig;
@@ -229,7 +352,7 @@ export interface Imported {
 /** Read a Hugging Face LLaMA directory (config.json + model.safetensors; sharded checkpoints are not supported). */
 export const read = Effect.fn("HuggingFace.read")(function* (dir: string) {
   const configPath = path.join(dir, CONFIG_FILE);
-  const text = (yield* readBytes(configPath)).toString("utf8");
+  const text = (yield* readRegular(configPath, (n) => (n > MAX_CONFIG_BYTES ? `${n} bytes; a config.json has at most ${MAX_CONFIG_BYTES}` : undefined))).toString("utf8");
   const parsed = yield* Effect.try({
     try: () => JSON.parse(text) as unknown,
     catch: (e) => new EvalInputError({ path: configPath, reason: "Malformed", detail: `not JSON: ${(e as Error).message}` }),
@@ -238,8 +361,10 @@ export const read = Effect.fn("HuggingFace.read")(function* (dir: string) {
     return yield* new EvalInputError({ path: configPath, reason: "Malformed", detail: "expected a JSON object" });
   }
   const { cfg, special } = yield* fromConfigJson(parsed as Json, configPath);
+  const tokenizerFiles = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE].filter((f) => present(path.join(dir, f)));
+  for (const f of tokenizerFiles) yield* checkRegular(path.join(dir, f), MAX_TOKENIZER_BYTES);
   const modelPath = path.join(dir, MODEL_FILE);
-  if (!fs.existsSync(modelPath)) {
+  if (!present(modelPath)) {
     const sharded = fs.existsSync(path.join(dir, "model.safetensors.index.json"));
     return yield* new EvalInputError({
       path: modelPath,
@@ -247,8 +372,9 @@ export const read = Effect.fn("HuggingFace.read")(function* (dir: string) {
       detail: sharded ? "sharded safetensors checkpoints are not supported; merge them into one model.safetensors" : "no model.safetensors",
     });
   }
-  const contents = yield* Either.mapLeft(Safetensors.decode(yield* readBytes(modelPath), modelPath), (e) => new EvalInputError({ path: modelPath, reason: "Malformed", detail: e.message }));
+  const parameters = ParameterTable.count(cfg);
+  const bytes = yield* readRegular(modelPath, (n) => modelSizeProblem(n, parameters));
+  const contents = yield* Either.mapLeft(Safetensors.decode(bytes, modelPath), (e) => new EvalInputError({ path: modelPath, reason: "Malformed", detail: e.message }));
   const tensors = yield* modelTensors(cfg, contents.tensors, modelPath);
-  const tokenizerFiles = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE].filter((f) => fs.existsSync(path.join(dir, f)));
   return { cfg, tensors, special, tokenizerFiles } satisfies Imported;
 });

@@ -7,6 +7,7 @@
  *
  * `LlamaForCausalLM.from_pretrained` itself cannot run here (no PyPI); this is the substitute.
  */
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -183,5 +184,106 @@ describe("HuggingFace", () => {
     const missing = await runTestFailure(Effect.suspend(() => HuggingFace.read(path.join(dir, "nope"))));
     expect(missing).toMatchObject({ reason: "NotFound" });
     Model.dispose(params);
+  });
+});
+
+/** A directory exported from a small model, for the untrusted-input cases. */
+const exported = async (): Promise<{ dir: string; config: Record<string, unknown> }> => {
+  const cfg = cases[0][1];
+  const dir = tmp();
+  const params = Model.init(cfg, 24);
+  await runTest(HuggingFace.exportTo({ cfg, tensors: weightsOf(params), special: undefined, source: "test" }, dir));
+  Model.dispose(params);
+  return { dir, config: JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) };
+};
+
+/** `HuggingFace.read`'s failure, and how long it took. */
+const refusal = async (dir: string) => {
+  const started = performance.now();
+  const e = await runTestFailure(Effect.suspend(() => HuggingFace.read(dir)));
+  return { e, seconds: (performance.now() - started) / 1000 };
+};
+
+// reliability D3: `num_hidden_layers: 1000000` took 1.5 GB and 8 s, 100000 printed a 50 MB error;
+// model.safetensors as a symlink to /dev/zero was read without bound, and as a FIFO it hung.
+describe("HuggingFace.read refuses untrusted input before trusting it", () => {
+  it.each([
+    ["num_hidden_layers", 1_000_000],
+    ["num_hidden_layers", 100_000],
+    ["hidden_size", 2 ** 40],
+    ["vocab_size", 1e12],
+    ["intermediate_size", 1e9],
+    ["num_attention_heads", 1e7],
+    ["max_position_embeddings", 2 ** 53],
+  ])("%s: %d is out of range: a short error, at once", async (key, value) => {
+    const { dir, config } = await exported();
+    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ ...config, [key]: value }));
+    const { e, seconds } = await refusal(dir);
+    expect(e).toMatchObject({ _tag: "EvalInputError", reason: "Malformed" });
+    expect(e.message).toContain(`${key}: ${value} is out of range`);
+    expect(e.message.length).toBeLessThan(500);
+    expect(seconds).toBeLessThan(2);
+  });
+
+  it("a config in range that does not fit model.safetensors's size is refused before reading it, and tensor problems are listed briefly", async () => {
+    const { dir, config } = await exported();
+    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ ...config, num_hidden_layers: 1000 }));
+    const { e } = await refusal(dir);
+    expect(e).toMatchObject({ _tag: "EvalInputError", reason: "Malformed" });
+    expect(e.message).toMatch(/model\.safetensors.*bytes.*parameters/);
+    expect(e.message.length).toBeLessThan(500);
+    // Five layers fit the file's size at two bytes a parameter; of their missing tensors a few are listed.
+    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ ...config, num_hidden_layers: 5 }));
+    const { e: shapes } = await refusal(dir);
+    expect(shapes.message).toMatch(/model\.layers\.2\..*: missing/);
+    expect(shapes.message).toMatch(/and \d+ more/);
+    expect(shapes.message.split("\n").length).toBeLessThan(25);
+  });
+
+  it("a huge config value is not echoed whole", async () => {
+    const { dir, config } = await exported();
+    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ ...config, model_type: "x".repeat(1_000_000) }));
+    const { e } = await refusal(dir);
+    expect(e).toMatchObject({ reason: "Unsupported" });
+    expect(e.message.length).toBeLessThan(500);
+  });
+
+  const special: ReadonlyArray<[string, (file: string) => void]> = [
+    ["a symlink to /dev/zero", (f) => fs.symlinkSync("/dev/zero", f)],
+    ["a FIFO", (f) => expect(spawnSync("mkfifo", [f]).status).toBe(0)],
+    ["a directory", (f) => fs.mkdirSync(f)],
+  ];
+
+  it.each(special)("model.safetensors as %s: refused at once, no hang, no read", async (_what, make) => {
+    const { dir } = await exported();
+    fs.rmSync(path.join(dir, "model.safetensors"));
+    make(path.join(dir, "model.safetensors"));
+    const { e, seconds } = await refusal(dir);
+    expect(e).toMatchObject({ _tag: "EvalInputError", reason: "Unsupported" });
+    expect(e.message).toMatch(/model\.safetensors: Unsupported: .*not a regular file/);
+    expect(seconds).toBeLessThan(2);
+  });
+
+  it.each(special)("config.json and tokenizer.json as %s: refused at once", async (_what, make) => {
+    for (const file of ["config.json", "tokenizer.json"]) {
+      const { dir } = await exported();
+      fs.rmSync(path.join(dir, file), { force: true });
+      make(path.join(dir, file));
+      const { e, seconds } = await refusal(dir);
+      expect(e).toMatchObject({ _tag: "EvalInputError", reason: "Unsupported" });
+      expect(e.message).toContain(`${file}: Unsupported`);
+      expect(seconds).toBeLessThan(2);
+    }
+  });
+
+  it("files larger than any the config can explain are refused before reading", async () => {
+    const { dir } = await exported();
+    fs.truncateSync(path.join(dir, "config.json"), 2 * 1024 * 1024);
+    expect((await refusal(dir)).e.message).toMatch(/config\.json: Malformed: .*bytes.*at most/);
+    const again = await exported();
+    fs.truncateSync(path.join(again.dir, "model.safetensors"), 64 * 1024 * 1024 * 1024); // sparse: no disk used
+    const { e, seconds } = await refusal(again.dir);
+    expect(e.message).toMatch(/model\.safetensors: Malformed: .*bytes.*parameters/);
+    expect(seconds).toBeLessThan(2);
   });
 });
