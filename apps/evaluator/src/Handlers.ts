@@ -399,35 +399,87 @@ export interface ImportOptions {
   readonly step: number;
 }
 
-export const importHf = Effect.fn("evaluator.import")(function* (o: ImportOptions) {
-  const hf = yield* HuggingFace.read(o.hfDir);
-  // The tokenizer is checked against the model before anything is written: the import records
-  // its hash, so a later check by hash alone would accept it whatever its size.
-  const tokenizerHash = hf.tokenizerFiles.includes(HuggingFace.TOKENIZER_FILE)
-    ? yield* Effect.scoped(
-        Effect.gen(function* () {
-          const tokenizer = yield* RunFiles.loadTokenizer(o.hfDir);
-          yield* Documents.ensureTokenizer(path.join(o.hfDir, HuggingFace.TOKENIZER_FILE), { tokenizerHash: "", vocabSize: hf.cfg.vocabSize }, tokenizer);
-          return tokenizer.hash;
-        }),
-      )
-    : "";
-  fs.mkdirSync(o.out, { recursive: true });
-  for (const f of hf.tokenizerFiles) fs.copyFileSync(path.join(o.hfDir, f), path.join(o.out, f));
-  const saved = yield* Checkpoint.save(o.out, {
-    step: o.step,
-    tensors: hf.tensors,
-    manifest: {
-      phase: "token",
-      tokensSeen: 0,
-      modelConfig: hf.cfg,
-      trainConfig: { importedFrom: path.resolve(o.hfDir), specialTokens: hf.special ?? null },
-      dataCursor: null,
-      rng: null,
-      tokenizerHash,
-      packageVersions: {},
-    },
+/**
+ * `--out` must be new or an empty directory: an import never writes beside or over what a user
+ * owns (a run's `latest`, its checkpoints, its tokenizer).
+ */
+const ensureFreshOut = (out: string): Effect.Effect<void, EvalInputError> =>
+  Effect.suspend(() => {
+    let entries: Array<string>;
+    try {
+      entries = fs.readdirSync(out).sort();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return Effect.void;
+      return Effect.fail(
+        new EvalInputError({ path: out, reason: "Exists", detail: code === "ENOTDIR" ? "exists and is not a directory" : (e as Error).message }),
+      );
+    }
+    if (entries.length === 0) return Effect.void;
+    const shown = entries.slice(0, 6).join(", ") + (entries.length > 6 ? `, … (${entries.length} entries)` : "");
+    return Effect.fail(
+      new EvalInputError({ path: out, reason: "Exists", detail: `already holds ${shown}; import into a new or empty directory` }),
+    );
   });
-  yield* Console.log(`imported ${o.hfDir} into ${saved.dir}`);
-  return saved;
+
+/**
+ * Import into a staging directory beside `--out` (same file system), renamed into place only once
+ * the checkpoint and tokenizer are complete and checked: a failed import leaves nothing behind.
+ */
+export const importHf = Effect.fn("evaluator.import")(function* (o: ImportOptions) {
+  const out = path.resolve(o.out);
+  yield* ensureFreshOut(out);
+  const hf = yield* HuggingFace.read(o.hfDir);
+  return yield* Effect.scoped(
+    Effect.gen(function* () {
+      const staging = yield* Effect.acquireRelease(
+        Effect.try({
+          try: () => {
+            fs.mkdirSync(path.dirname(out), { recursive: true });
+            return fs.mkdtempSync(`${out}.tmp-import-${process.pid}-`);
+          },
+          catch: (e) => new EvalInputError({ path: out, reason: "Unwritable", detail: (e as Error).message }),
+        }),
+        (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })),
+      );
+      for (const f of hf.tokenizerFiles) fs.copyFileSync(path.join(o.hfDir, f), path.join(staging, f));
+      // The tokenizer is checked against the model before the import is published: the import
+      // records its hash, so a later check by hash alone would accept it whatever its size.
+      const tokenizerHash = hf.tokenizerFiles.includes(HuggingFace.TOKENIZER_FILE)
+        ? yield* Effect.scoped(
+            Effect.gen(function* () {
+              const tokenizer = yield* RunFiles.loadTokenizer(staging);
+              yield* Documents.ensureTokenizer(path.join(o.hfDir, HuggingFace.TOKENIZER_FILE), { tokenizerHash: "", vocabSize: hf.cfg.vocabSize }, tokenizer);
+              return tokenizer.hash;
+            }),
+          )
+        : "";
+      const saved = yield* Checkpoint.save(staging, {
+        step: o.step,
+        tensors: hf.tensors,
+        manifest: {
+          phase: "token",
+          tokensSeen: 0,
+          modelConfig: hf.cfg,
+          trainConfig: { importedFrom: path.resolve(o.hfDir), specialTokens: hf.special ?? null },
+          dataCursor: null,
+          rng: null,
+          tokenizerHash,
+          packageVersions: {},
+        },
+      });
+      // Checked again at the last moment; an empty directory gives way to the finished import.
+      yield* ensureFreshOut(out);
+      yield* Effect.try({
+        try: () => {
+          if (fs.existsSync(out)) fs.rmdirSync(out);
+          fs.renameSync(staging, out);
+        },
+        catch: (e) => new EvalInputError({ path: out, reason: "Unwritable", detail: (e as Error).message }),
+      });
+      const dir = path.join(out, path.basename(saved.dir));
+      yield* Console.log(`imported ${o.hfDir} into ${dir}`);
+      return { ...saved, dir };
+    }),
+  );
 });

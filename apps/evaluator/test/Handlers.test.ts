@@ -195,6 +195,43 @@ describe("evaluator handlers", () => {
     expect(fs.existsSync(out)).toBe(false);
   });
 
+  // reliability D4: `import --out <an existing run>` repointed `latest` to the imported step 0 and
+  // pruned a training checkpoint; a failed import had already overwritten the run's tokenizer.
+  it("import refuses an --out that holds anything, and a failed import leaves nothing behind", async () => {
+    const hf = path.join(root, "hf-for-d4");
+    await run(provide(Handlers.exportHf({ checkpoint: runDir, hf, tokenizer: none })));
+    const snapshot = (dir: string) =>
+      fs.readdirSync(dir, { recursive: true, encoding: "utf8" }).sort().map((f) => {
+        const p = path.join(dir, f);
+        return [f, fs.statSync(p).isFile() ? fs.readFileSync(p, "hex") : "dir"];
+      });
+    const existing = path.join(root, "existing-run");
+    fs.cpSync(runDir, existing, { recursive: true });
+    const before = snapshot(existing);
+    const e = await runTestFailure(provide(Handlers.importHf({ hfDir: hf, out: existing, step: 0 })));
+    expect(e).toMatchObject({ _tag: "EvalInputError", reason: "Exists" });
+    expect((e as Error).message).toMatch(/existing-run: Exists: .*latest.*step-00000005/);
+    expect(snapshot(existing)).toEqual(before);
+
+    // A failed import (its tokenizer does not fit the model) into a new directory or an empty one.
+    const bad = path.join(root, "hf-for-d4-bad");
+    fs.cpSync(hf, bad, { recursive: true });
+    await run(Bpe.save(await run(Bpe.train(docs, { vocabSize: 300, minFrequency: 1 })), bad));
+    const parent = path.join(root, "imports");
+    const empty = path.join(parent, "empty");
+    fs.mkdirSync(empty, { recursive: true });
+    for (const out of [path.join(parent, "new"), empty]) {
+      expect(await runTestFailure(provide(Handlers.importHf({ hfDir: bad, out, step: 0 })))).toMatchObject({ _tag: "TokenizerMismatch" });
+    }
+    expect(fs.readdirSync(parent)).toEqual(["empty"]);
+    expect(fs.readdirSync(empty)).toEqual([]);
+
+    // An empty directory is a fine --out.
+    await run(provide(Handlers.importHf({ hfDir: hf, out: empty, step: 3 })));
+    expect(fs.readFileSync(path.join(empty, "latest"), "utf8").trim()).toBe("step-00000003");
+    expect(fs.readdirSync(parent)).toEqual(["empty"]);
+  });
+
   it("bad input: another tokenizer, a missing or corrupt checkpoint, a malformed task line", async () => {
     const other = path.join(root, "other-run");
     await run(provide(saveCheckpoint(other, 1, "f".repeat(64))));

@@ -29,10 +29,13 @@ export class TokenizerMismatch extends Schema.TaggedError<TokenizerMismatch>()("
   }
 }
 
-/** Run directories or evaluation inputs that a report or conversion cannot use. */
+/**
+ * Run directories or evaluation inputs that a report or conversion cannot use. `Exists`: an output
+ * directory already holds something a conversion would overwrite.
+ */
 export class EvalInputError extends Schema.TaggedError<EvalInputError>()("EvalInputError", {
   path: Schema.String,
-  reason: Schema.Literal("NotFound", "Unreadable", "Malformed", "Empty", "Unsupported", "Unwritable"),
+  reason: Schema.Literal("NotFound", "Unreadable", "Malformed", "Empty", "Unsupported", "Unwritable", "Exists"),
   detail: Schema.String,
 }) {
   override get message(): string {
