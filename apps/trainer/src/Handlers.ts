@@ -90,6 +90,26 @@ export const resolveConfig = Effect.fn("trainer.resolveConfig")(function* (f: Tr
   return yield* ConfigFile.resolve({ base, file: get(f.config), overrides: ConfigFile.merge(flagOverrides(f), sets) });
 });
 
+/**
+ * A resumed run's own tokenizer, the one the evaluator reads beside its checkpoints, must be the
+ * data's (which the trainer checks the checkpoint against): training on past a replaced one would
+ * leave checkpoints that every later evaluation decodes with the wrong vocabulary. A run without
+ * one gets the data's back.
+ */
+const checkRunTokenizer = Effect.fn("trainer.checkRunTokenizer")(function* (runDir: string, dataDir: string) {
+  if (![RunFiles.TOKENIZER_JSON, RunFiles.TOKENIZER_SPEC].some((f) => fs.existsSync(path.join(runDir, f)))) {
+    yield* RunFiles.copyTokenizer(dataDir, runDir);
+    return yield* Effect.logWarning(`${runDir}: no tokenizer beside the run; restored the one of its data ${dataDir}`);
+  }
+  yield* Effect.scoped(
+    Effect.gen(function* () {
+      const data = yield* RunFiles.loadTokenizer(dataDir);
+      const own = yield* RunFiles.loadTokenizer(runDir);
+      yield* Documents.ensureTokenizer(runDir, { tokenizerHash: data.hash, vocabSize: data.vocabSize }, own);
+    }),
+  );
+});
+
 /** Run (or resume) training with the run's sinks, progress bar and backend; then plot. */
 export const runTraining = Effect.fn("trainer.runTraining")(function* (
   config: RunConfig.RunConfig,
@@ -102,6 +122,7 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
     fs.mkdirSync(runDir, { recursive: true });
     yield* RunFiles.copyTokenizer(config.data, runDir);
   }
+  if (opts.resume) yield* checkRunTokenizer(runDir, config.data);
   const peakFlops = backend.peakGflops === undefined ? undefined : backend.peakGflops * 1e9;
   // Only the step, for the progress bar: the listing reads no tensors (the trainer loads them).
   const startStep = opts.resume ? ((yield* Checkpoint.list(runDir)).find((c) => c.isLatest)?.step ?? 0) : 0;

@@ -90,6 +90,21 @@ describe("trainer CLI", () => {
     expect(missing.stderr).toMatch(/nowhere/);
   });
 
+  // reliability D15: resume read the data's tokenizer only; a run whose own tokenizer (the one the
+  // evaluator reads) had been replaced trained on.
+  it("resume refuses a run whose own tokenizer is not its data's, and trains nothing", () => {
+    const first = trainer([...trainArgs("tok"), "--max-steps", "2"]);
+    expect(first.status).toBe(0);
+    const at = latest("tok");
+    expect(at).toBe("step-00000002");
+    fs.writeFileSync(path.join(root, "runs", "tok", "tokenizer.spec.json"), JSON.stringify({ kind: "tiktoken", encoding: "gpt2" }) + "\n");
+    const resumed = trainer(["resume", "tok", "--max-steps", "2"]);
+    expect(resumed.stderr).toMatch(/^error: .*runs\/tok: the tokenizer does not match/m);
+    expect(resumed.stderr).toMatch(/tokenizer hash: .*"gpt2"/);
+    expect(resumed.status).toBe(1);
+    expect(latest("tok")).toBe(at);
+  });
+
   it("SIGTERM checkpoints the last completed step and exits 0; resume continues from it", async () => {
     const run = start(trainArgs("term"));
     await waitFor(() => latest("term") !== undefined, "a first checkpoint");
