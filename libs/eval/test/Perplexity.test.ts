@@ -99,3 +99,37 @@ describe("Perplexity", () => {
     Model.dispose(params);
   });
 });
+
+describe("Perplexity standard errors", () => {
+  const perWindow = (nll: Array<number>, scored: Array<number>): Perplexity.PerWindow => ({ nll: Float64Array.from(nll), scored: Float64Array.from(scored) });
+
+  it("groups consecutive windows into blocks of at least blockTokens, folding a short tail into the last block", () => {
+    const w = perWindow([1, 2, 3, 4, 5, 6, 7], [10, 10, 10, 10, 10, 10, 2]);
+    expect(Perplexity.blocks(w, 20)).toEqual({ nll: [3, 7, 11 + 7], tokens: [20, 20, 22] });
+    // A tail of at least half a block stands alone.
+    expect(Perplexity.blocks(perWindow([1, 2, 3], [10, 10, 10]), 20)).toEqual({ nll: [3, 3], tokens: [20, 10] });
+  });
+
+  it("the ratio estimator's standard error matches a hand computation, and is the plain SE of the mean for equal blocks", () => {
+    // Equal blocks of 10 tokens with per-token means 1, 2, 3, 4: mean 2.5, sd 1.2910, SE = sd/√4.
+    const equal = Perplexity.meanWithError({ nll: [10, 20, 30, 40], tokens: [10, 10, 10, 10] });
+    expect(equal.loss).toBe(2.5);
+    expect(equal.standardError).toBeCloseTo(Math.sqrt(((1.5 ** 2 + 0.5 ** 2) * 2) / 3) / 2, 12);
+    // Unequal blocks: loss = 60/40; residuals (nll − loss·t)/t̄ with t̄ = 20: (10−15)/20, (50−45)/20.
+    const unequal = Perplexity.meanWithError({ nll: [10, 50], tokens: [10, 30] });
+    expect(unequal.loss).toBe(1.5);
+    expect(unequal.standardError).toBeCloseTo(Math.sqrt((0.0625 + 0.0625) / 2), 12);
+    expect(Perplexity.meanWithError({ nll: [1], tokens: [1] }).standardError).toBeNaN();
+  });
+
+  it("a paired difference cancels the text's own difficulty", () => {
+    // Hard and easy blocks alike for both models; b is 0.1 nats/token better everywhere.
+    const a = { nll: [50, 10, 40, 20], tokens: [10, 10, 10, 10] };
+    const b = { nll: [49, 9, 39, 19], tokens: [10, 10, 10, 10] };
+    const d = Perplexity.pairedDifference(a, b);
+    expect(d.difference).toBeCloseTo(0.1, 12);
+    expect(d.standardError).toBeCloseTo(0, 12);
+    expect(Perplexity.meanWithError(a).standardError).toBeGreaterThan(0.5);
+    expect(() => Perplexity.pairedDifference(a, { nll: [1], tokens: [10] })).toThrow(/same blocks/);
+  });
+});
