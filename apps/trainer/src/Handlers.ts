@@ -4,11 +4,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { FileSystem } from "@effect/platform";
-import { Console, Effect, Either, HashMap, Layer, Option } from "effect";
+import { Console, Effect, Either, HashMap, Layer, Option, Stream } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { ConfigError } from "@patchlm/core";
-import { Corpus, Prepare } from "@patchlm/data";
+import { Corpus, CorpusError, Prepare, Split } from "@patchlm/data";
 import { Documents, Perplexity } from "@patchlm/eval";
 import { LossCurve, MetricRecord, MetricsSink, Progress } from "@patchlm/metrics";
 import { Model } from "@patchlm/model";
@@ -42,10 +42,45 @@ export const sourceOf = (corpus: string, field: string, latin1: boolean): Corpus
 const hasJsonl = (dir: string): boolean =>
   fs.readdirSync(dir).some((f) => f.endsWith(".jsonl")) && !fs.readdirSync(dir).some((f) => f.endsWith(".txt"));
 
+/**
+ * Refuse, before anything is written, a split that would hold out no document: training evaluates
+ * on the validation split and would otherwise fail only at its first evaluation. `Split` holds out
+ * at least one document of every stratum with `validationCount(n) > 0`, so the scan stops at the
+ * first stratum that gets one (within the first few documents of a real corpus); only a corpus
+ * that has none is read to its end.
+ */
+const ensureValidationSplit = Effect.fn("trainer.ensureValidationSplit")(function* (corpus: string, source: Corpus.Source, fraction: number) {
+  if (!(fraction > 0)) {
+    return yield* new ConfigError({ source: "flags", issues: [`--val-fraction: ${fraction} holds out no document; training evaluates on the validation split, so give a fraction above 0`] });
+  }
+  const perStratum = new Map<string, number>();
+  let documents = 0;
+  const holdsOut = yield* Corpus.documents(source, { recordWords: Corpus.defaultRecordWords }).pipe(
+    Stream.map((d) => {
+      documents++;
+      const stratum = Split.stratumOf(d.id);
+      const n = (perStratum.get(stratum) ?? 0) + 1;
+      perStratum.set(stratum, n);
+      return Split.validationCount(n, fraction) > 0;
+    }),
+    Stream.takeUntil((found) => found),
+    Stream.runLast,
+  );
+  if (Option.getOrElse(holdsOut, () => false)) return;
+  return yield* new CorpusError({
+    path: corpus,
+    reason: "Empty",
+    detail:
+      `${documents} document${documents === 1 ? "" : "s"} in ${perStratum.size} folder${perStratum.size === 1 ? "" : "s"}, none with two: ` +
+      `the validation split would be empty (each folder holds out a share of its own documents); add documents`,
+  });
+});
+
 export const prepare = Effect.fn("trainer.prepare")(function* (o: PrepareOptions) {
   const choice = yield* Tokenizers.parse(o.tokenizer);
   const source = sourceOf(o.corpus, o.field, o.latin1);
   const split = { seed: o.seed, validationFraction: o.validationFraction };
+  yield* ensureValidationSplit(o.corpus, source, o.validationFraction);
   yield* Tokenizers.ensure(o.out, choice, source, split);
   const summary = yield* Prepare.prepare({ source, outDir: o.out, ...split }).pipe(Effect.provide(RunFiles.tokenizerLayer(o.out)));
   const s = summary.splits;

@@ -90,6 +90,22 @@ describe("trainer CLI", () => {
     expect(missing.stderr).toMatch(/nowhere/);
   });
 
+  // reliability D14: a one-document corpus prepared an empty validation split; training then failed
+  // at its first evaluation, with no checkpoint.
+  it("prepare refuses a corpus or fraction that leaves the validation split empty, writing nothing", () => {
+    const one = path.join(root, "one-doc");
+    fs.mkdirSync(one);
+    fs.writeFileSync(path.join(one, "only.txt"), "The only document of this corpus.\n");
+    const r = trainer(["prepare", "--corpus", "one-doc", "--out", "data-one", "--tokenizer", "bytes", "--val-fraction", "0.5"]);
+    expect(r.stderr).toMatch(/^error: .*one-doc: .*1 document.*validation split would be empty/m);
+    expect(r.status).toBe(1);
+    expect(fs.existsSync(path.join(root, "data-one"))).toBe(false);
+    const none = trainer(["prepare", "--corpus", "corpus", "--out", "data-none", "--tokenizer", "bytes", "--val-fraction", "0"]);
+    expect(none.stderr).toMatch(/^error: invalid config \(flags\):\n\s+- --val-fraction: 0 holds out no document/m);
+    expect(none.status).toBe(1);
+    expect(fs.existsSync(path.join(root, "data-none"))).toBe(false);
+  });
+
   // reliability D15: resume read the data's tokenizer only; a run whose own tokenizer (the one the
   // evaluator reads) had been replaced trained on.
   it("resume refuses a run whose own tokenizer is not its data's, and trains nothing", () => {
