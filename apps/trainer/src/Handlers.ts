@@ -81,8 +81,16 @@ export const prepare = Effect.fn("trainer.prepare")(function* (o: PrepareOptions
   const source = sourceOf(o.corpus, o.field, o.latin1);
   const split = { seed: o.seed, validationFraction: o.validationFraction };
   yield* ensureValidationSplit(o.corpus, source, o.validationFraction);
-  yield* Tokenizers.ensure(o.out, choice, source, split);
-  const summary = yield* Prepare.prepare({ source, outDir: o.out, ...split }).pipe(Effect.provide(RunFiles.tokenizerLayer(o.out)));
+  // The tokenizer is made apart and becomes the output's only once the shards it made are
+  // written: a prepare that fails leaves an existing data directory as it was.
+  const summary = yield* Effect.scoped(
+    Effect.gen(function* () {
+      const staged = yield* Tokenizers.stage(o.out, choice, source, split);
+      const summary = yield* Prepare.prepare({ source, outDir: o.out, ...split }).pipe(Effect.provide(RunFiles.tokenizerLayer(staged.dir)));
+      yield* Tokenizers.install(staged, o.out);
+      return summary;
+    }),
+  );
   const s = summary.splits;
   yield* Effect.logInfo(
     summary.skipped

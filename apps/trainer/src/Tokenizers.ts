@@ -1,11 +1,13 @@
 /**
  * The `--tokenizer` choice of `trainer prepare`, and training a BPE on a corpus's train split
- * once (cached in the output directory beside the shards).
+ * once (cached in the output directory beside the shards). The tokenizer is made in a staging
+ * directory and installed in the output only once the shards are written.
  */
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { Effect, Either, Stream } from "effect";
-import { ConfigError } from "@patchlm/core";
+import { ConfigError, FileError } from "@patchlm/core";
 import { Corpus, Split } from "@patchlm/data";
 import { RunFiles } from "@patchlm/train";
 import { Bpe } from "@patchlm/tokenization";
@@ -42,18 +44,36 @@ interface Provenance {
   readonly recordWords: number;
 }
 
+/** A tokenizer made for `prepare` in a directory of its own, not yet the output's. */
+export interface Staged {
+  /** Holds the tokenizer's files; removed when the scope closes. */
+  readonly dir: string;
+  /** tokenizer.source.json's text for a BPE (why it may be reused), none for the others. */
+  readonly provenance: string | undefined;
+}
+
 /**
- * Make sure `outDir` holds the chosen tokenizer. A BPE is trained on the corpus's *train*
- * documents only (the same document split `prepare` makes), and reused while the corpus, the
- * split and the vocabulary size are unchanged.
+ * Make the chosen tokenizer in a staging directory, not in `outDir`: `prepare` encodes with it
+ * there, and `install` makes it the output's only after the shards are written, so a prepare that
+ * fails (a corpus that turns out unreadable, a missing tokenizer file) never replaces the
+ * tokenizer an existing data directory's shards were made with. A BPE is trained on the corpus's
+ * *train* documents only (the same document split `prepare` makes), and `outDir`'s is reused while
+ * the corpus, the split and the vocabulary size are unchanged.
  */
-export const ensure = Effect.fn("Tokenizers.ensure")(function* (
+export const stage = Effect.fn("Tokenizers.stage")(function* (
   outDir: string,
   choice: Choice,
   source: Corpus.Source,
   split: { readonly seed: number; readonly validationFraction: number },
 ) {
-  if (choice.kind !== "bpe") return yield* RunFiles.saveTokenizer(outDir, choice);
+  const dir = yield* Effect.acquireRelease(
+    Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-tokenizer-"))),
+    (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true })),
+  );
+  if (choice.kind !== "bpe") {
+    yield* RunFiles.saveTokenizer(dir, choice);
+    return { dir, provenance: undefined } satisfies Staged;
+  }
   const recordWords = Corpus.defaultRecordWords;
   const inputs = yield* Corpus.files(source);
   const provenance: Provenance = {
@@ -64,14 +84,14 @@ export const ensure = Effect.fn("Tokenizers.ensure")(function* (
     splitRule: "stratified",
     recordWords,
   };
+  const text = JSON.stringify(provenance, null, 2) + "\n";
   const sourcePath = path.join(outDir, SOURCE_FILE);
   const cached =
-    fs.existsSync(path.join(outDir, RunFiles.TOKENIZER_JSON)) &&
-    fs.existsSync(sourcePath) &&
-    fs.readFileSync(sourcePath, "utf8") === JSON.stringify(provenance, null, 2) + "\n";
+    fs.existsSync(path.join(outDir, RunFiles.TOKENIZER_JSON)) && fs.existsSync(sourcePath) && fs.readFileSync(sourcePath, "utf8") === text;
   if (cached) {
     yield* Effect.logInfo(`tokenizer: reusing ${path.join(outDir, RunFiles.TOKENIZER_JSON)} (bpe:${choice.vocabSize}, same corpus)`);
-    return;
+    yield* RunFiles.copyTokenizer(outDir, dir);
+    return { dir, provenance: text } satisfies Staged;
   }
   const started = performance.now();
   const docs = Corpus.documents(source, { recordWords });
@@ -84,10 +104,26 @@ export const ensure = Effect.fn("Tokenizers.ensure")(function* (
     Stream.map((d) => d.text),
   );
   const model = yield* Bpe.trainStream(trainTexts, { vocabSize: choice.vocabSize });
-  fs.mkdirSync(outDir, { recursive: true });
-  yield* RunFiles.saveTokenizer(outDir, { kind: "bpe", model });
-  const tmp = `${sourcePath}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, JSON.stringify(provenance, null, 2) + "\n");
-  fs.renameSync(tmp, sourcePath);
+  yield* RunFiles.saveTokenizer(dir, { kind: "bpe", model });
   yield* Effect.logInfo(`tokenizer: trained bpe:${choice.vocabSize} on ${scored.length - plan.validationDocuments} train documents in ${((performance.now() - started) / 1000).toFixed(1)}s`);
+  return { dir, provenance: text } satisfies Staged;
+});
+
+/**
+ * Make a staged tokenizer `outDir`'s (after `prepare` wrote the shards it made): its files, then
+ * its provenance, or none (a stale tokenizer.source.json would let a later BPE run reuse another
+ * kind's tokenizer.json).
+ */
+export const install = Effect.fn("Tokenizers.install")(function* (staged: Staged, outDir: string) {
+  yield* RunFiles.copyTokenizer(staged.dir, outDir);
+  const sourcePath = path.join(outDir, SOURCE_FILE);
+  yield* Effect.try({
+    try: () => {
+      if (staged.provenance === undefined) return fs.rmSync(sourcePath, { force: true });
+      const tmp = `${sourcePath}.tmp-${process.pid}`;
+      fs.writeFileSync(tmp, staged.provenance);
+      fs.renameSync(tmp, sourcePath);
+    },
+    catch: (e) => new FileError({ path: sourcePath, reason: "Unwritable", detail: (e as Error).message }),
+  });
 });

@@ -90,6 +90,27 @@ describe("trainer CLI", () => {
     expect(missing.stderr).toMatch(/nowhere/);
   });
 
+  // reliability D2: a failed prepare had already replaced (or deleted) the data directory's tokenizer.
+  it("a failed prepare leaves an existing data directory exactly as it was", () => {
+    const snapshot = () => fs.readdirSync(path.join(root, "data")).sort().map((f) => [f, fs.readFileSync(path.join(root, "data", f), "hex")]);
+    const before = snapshot();
+    // A corpus whose bad file comes after a few good ones: the failure comes from prepare's read.
+    const bad = path.join(root, "bad-corpus");
+    fs.mkdirSync(bad);
+    for (const d of ["a", "b", "c"]) fs.writeFileSync(path.join(bad, `${d}.txt`), `Document ${d}, good text.\n`);
+    fs.writeFileSync(path.join(bad, "z.txt"), Buffer.from([0x61, 0xff, 0xfe, 0x62]));
+    for (const tokenizer of ["gpt2", "cl100k", "bpe:300"]) {
+      const r = trainer(["prepare", "--corpus", "bad-corpus", "--out", "data", "--tokenizer", tokenizer]);
+      expect(r.stderr).toMatch(/^error: .*z\.txt/m);
+      expect(r.status).toBe(1);
+      expect(snapshot()).toEqual(before);
+    }
+    const missing = trainer(["prepare", "--corpus", "corpus", "--out", "data", "--tokenizer", "file:no-such-tokenizer.json"]);
+    expect(missing.stderr).toMatch(/^error: .*no-such-tokenizer\.json/m);
+    expect(missing.status).toBe(1);
+    expect(snapshot()).toEqual(before);
+  });
+
   // reliability D14: a one-document corpus prepared an empty validation split; training then failed
   // at its first evaluation, with no checkpoint.
   it("prepare refuses a corpus or fraction that leaves the validation split empty, writing nothing", () => {

@@ -45,38 +45,65 @@ const writeAtomic = (file: string, text: string) =>
     catch: (e) => fileError(file, "Unwritable", (e as Error).message),
   });
 
-/** Store a tokenizer in `dir`, replacing whatever tokenizer was there. */
+const TOKENIZER_FILES = [TOKENIZER_JSON, TOKENIZER_CONFIG, TOKENIZER_SPEC] as const;
+
+const removeFiles = (dir: string, names: ReadonlyArray<string>) =>
+  Effect.try({
+    try: () => {
+      for (const f of names) fs.rmSync(path.join(dir, f), { force: true });
+    },
+    catch: (e) => fileError(dir, "Unwritable", (e as Error).message),
+  });
+
+const readSource = (file: string) =>
+  Effect.try({
+    try: () => fs.readFileSync(file, "utf8"),
+    catch: (e) => fileError(file, (e as NodeJS.ErrnoException).code === "ENOENT" ? "NotFound" : "Unreadable", (e as Error).message),
+  });
+
+/**
+ * Store a tokenizer in `dir`, replacing whatever tokenizer was there. The new files are read and
+ * written (each atomically) first; only then are the old kind's files removed, so a save that
+ * fails (a missing or unreadable source) leaves the directory's tokenizer as it was. Until the
+ * removal, `loadTokenizer` still prefers an old tokenizer.json over a new spec.
+ */
 export const saveTokenizer = Effect.fn("RunFiles.saveTokenizer")(function* (dir: string, stored: Stored) {
   yield* Effect.try({ try: () => fs.mkdirSync(dir, { recursive: true }), catch: (e) => fileError(dir, "Unwritable", (e as Error).message) });
-  for (const f of [TOKENIZER_JSON, TOKENIZER_CONFIG, TOKENIZER_SPEC]) fs.rmSync(path.join(dir, f), { force: true });
   switch (stored.kind) {
     case "bytes":
     case "tiktoken":
-      return yield* writeAtomic(path.join(dir, TOKENIZER_SPEC), JSON.stringify(stored) + "\n");
+      yield* writeAtomic(path.join(dir, TOKENIZER_SPEC), JSON.stringify(stored) + "\n");
+      return yield* removeFiles(dir, [TOKENIZER_JSON, TOKENIZER_CONFIG]);
     case "bpe":
-      return yield* Bpe.save(stored.model, dir);
+      yield* Bpe.save(stored.model, dir);
+      return yield* removeFiles(dir, [TOKENIZER_SPEC]);
     case "file": {
       const isDir = fs.existsSync(stored.path) && fs.statSync(stored.path).isDirectory();
       const json = isDir ? path.join(stored.path, TOKENIZER_JSON) : stored.path;
-      const config = path.join(path.dirname(json), TOKENIZER_CONFIG);
+      const configPath = path.join(path.dirname(json), TOKENIZER_CONFIG);
       if (!fs.existsSync(json)) return yield* fileError(json, "NotFound", "expected a Hugging Face tokenizer.json");
-      yield* writeAtomic(path.join(dir, TOKENIZER_JSON), fs.readFileSync(json, "utf8"));
-      if (fs.existsSync(config)) yield* writeAtomic(path.join(dir, TOKENIZER_CONFIG), fs.readFileSync(config, "utf8"));
-      return;
+      const text = yield* readSource(json);
+      const config = fs.existsSync(configPath) ? yield* readSource(configPath) : undefined;
+      yield* writeAtomic(path.join(dir, TOKENIZER_JSON), text);
+      if (config !== undefined) yield* writeAtomic(path.join(dir, TOKENIZER_CONFIG), config);
+      return yield* removeFiles(dir, config === undefined ? [TOKENIZER_CONFIG, TOKENIZER_SPEC] : [TOKENIZER_SPEC]);
     }
   }
 });
 
-/** Copy the tokenizer files of one directory (a prepared data dir) into another (a run dir). */
+/**
+ * Make `to`'s tokenizer the one stored in `from` (a prepared data dir, or a staging directory):
+ * its files copied, each atomically, then the tokenizer files `from` does not have removed from `to`.
+ */
 export const copyTokenizer = Effect.fn("RunFiles.copyTokenizer")(function* (from: string, to: string) {
-  let copied = 0;
-  for (const f of [TOKENIZER_JSON, TOKENIZER_CONFIG, TOKENIZER_SPEC]) {
-    const src = path.join(from, f);
-    if (!fs.existsSync(src)) continue;
-    yield* writeAtomic(path.join(to, f), fs.readFileSync(src, "utf8"));
-    copied++;
-  }
-  if (copied === 0) return yield* fileError(from, "NotFound", `no ${TOKENIZER_JSON} or ${TOKENIZER_SPEC}; was it made by \`trainer prepare\`?`);
+  const present = TOKENIZER_FILES.filter((f) => fs.existsSync(path.join(from, f)));
+  if (present.length === 0) return yield* fileError(from, "NotFound", `no ${TOKENIZER_JSON} or ${TOKENIZER_SPEC}; was it made by \`trainer prepare\`?`);
+  const texts = yield* Effect.forEach(present, (f) => readSource(path.join(from, f)));
+  for (const [i, f] of present.entries()) yield* writeAtomic(path.join(to, f), texts[i]);
+  yield* removeFiles(
+    to,
+    TOKENIZER_FILES.filter((f) => !present.includes(f)),
+  );
 });
 
 /** The tokenizer service stored in `dir` (a prepared data dir or a run dir). */

@@ -43,6 +43,28 @@ describe("RunFiles tokenizer storage", () => {
     expect((await runTest(roundTrip(run, "the cat"))).hash).toBe(model.hash);
   });
 
+  // reliability D2: saveTokenizer deleted the directory's tokenizer before it knew the new one could
+  // be written (a missing file: left no tokenizer at all).
+  it("replaces a stored tokenizer only once the new one is written; a failed save keeps the old", async () => {
+    const d = path.join(dir, "replace");
+    await runTest(RunFiles.saveTokenizer(d, { kind: "bytes" }));
+    const before = (await runTest(roundTrip(d, "x"))).hash;
+    const e = await runTestFailure(RunFiles.saveTokenizer(d, { kind: "file", path: path.join(dir, "no-such-tokenizer.json") }));
+    expect(e).toMatchObject({ _tag: "FileError", reason: "NotFound" });
+    expect(fs.readdirSync(d)).toEqual([RunFiles.TOKENIZER_SPEC]);
+    expect((await runTest(roundTrip(d, "x"))).hash).toBe(before);
+    // A kind replacing another leaves only the new kind's files.
+    const model = await runTest(Bpe.train(["the cat sat on the mat. ".repeat(20)], { vocabSize: 262 }));
+    await runTest(RunFiles.saveTokenizer(d, { kind: "bpe", model }));
+    expect(fs.readdirSync(d).sort()).toEqual([RunFiles.TOKENIZER_JSON, RunFiles.TOKENIZER_CONFIG]);
+    await runTest(RunFiles.saveTokenizer(d, { kind: "tiktoken", encoding: "gpt2" }));
+    expect(fs.readdirSync(d)).toEqual([RunFiles.TOKENIZER_SPEC]);
+    // copyTokenizer makes the target's tokenizer the source's, stale files of another kind removed.
+    await runTest(RunFiles.copyTokenizer(path.join(dir, "bytes"), d));
+    expect(fs.readdirSync(d)).toEqual([RunFiles.TOKENIZER_SPEC]);
+    expect((await runTest(roundTrip(d, "x"))).hash).toBe(before);
+  });
+
   it("names the directory when no tokenizer is stored", async () => {
     const e = await runTestFailure(Effect.scoped(RunFiles.loadTokenizer(path.join(dir, "nothing"))));
     expect(e.message).toMatch(/nothing.*tokenizer\.json or tokenizer\.spec\.json/s);
