@@ -5,6 +5,11 @@
  * backend with a timer when --profile is given, which adds a little overhead per call.)
  *
  *   npx tsx tools/bench-native-profile.ts [--backends native,wasm] [--modes token,patch] [--steps 5] [--profile]
+ *     [--batch B] [--patch-batch B] [--d-model C --layers L --heads H --ffn F --seq-len T]
+ *
+ * The model flags override the reference preset (e.g. the study's d 128, 4 layers:
+ * `--d-model 128 --ffn 352 --seq-len 128 --batch 32 --patch-batch 8`, the same tokens per step
+ * in both modes); --patch-batch is B in patch mode (default --batch, the same positions).
  *
  * OpenBLAS picks its kernels from OPENBLAS_CORETYPE at load time; the JSON records the
  * variables as this process saw them. To measure with them unset, unset them in the command only:
@@ -29,8 +34,19 @@ const backends = flag("backends", "native,wasm").split(",") as Array<ComputeBack
 const modes = flag("modes", "token,patch").split(",") as Array<"token" | "patch">;
 const steps = Number(flag("steps", "5"));
 const profile = args.includes("--profile");
-const B = Number(flag("batch", "8"));
-const cfg = Presets.reference;
+const Bt = Number(flag("batch", "8"));
+const patchB = Number(flag("patch-batch", String(Bt)));
+const num = (name: string, fallback: number) => Number(flag(name, String(fallback)));
+const base = Presets.reference;
+const cfg = {
+  ...base,
+  dModel: num("d-model", base.dModel),
+  nLayers: num("layers", base.nLayers),
+  nHeads: num("heads", base.nHeads),
+  nKvHeads: num("heads", base.nKvHeads ?? base.nHeads),
+  ffnHidden: num("ffn", base.ffnHidden),
+  contextLength: num("seq-len", base.contextLength),
+};
 const T = cfg.contextLength;
 
 interface KernelStat {
@@ -64,6 +80,7 @@ const instrument = (backend: string): Map<string, KernelStat> => {
 
 const run = (backend: string, mode: "token" | "patch") => {
   const K = mode === "patch" ? 4 : 1;
+  const B = mode === "patch" ? patchB : Bt;
   const params = Model.init(cfg, 1);
   const optimizer = AdamW.make(params, ParameterTable.make(cfg));
   const step = Step.makeTrainStep({ cfg, K, params, optimizer });
@@ -114,7 +131,7 @@ const main = Effect.gen(function* () {
   }
   return {
     benchmark: "training step, reference config",
-    config: { B, T, preset: "reference", optimizer: "AdamW", dtype: "float32", steps },
+    config: { B: Bt, patchB, T, model: cfg, optimizer: "AdamW", dtype: "float32", steps },
     openblas: openblasReport(),
     results,
   };

@@ -106,7 +106,7 @@ const demo = Command.make(
     runsDir: Options.text("runs-dir").pipe(Options.withDefault("runs")),
     fresh: Options.boolean("fresh").pipe(Options.withDescription("delete an existing demo run first")),
   },
-  (o) => Handlers.demo(o),
+  (o) => Study.demo(o),
 ).pipe(Command.withDescription("The main job: prepare the embedded corpus, train K=4 λ=2/3, evaluate, plot."));
 
 const study = Command.make(

@@ -4,18 +4,16 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { FileSystem } from "@effect/platform";
-import { Console, Effect, Either, HashMap, Layer, Option, Stream } from "effect";
+import { Console, Effect, HashMap, Layer, Option, Stream } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { ConfigError } from "@patchlm/core";
 import { Corpus, CorpusError, Prepare, Split } from "@patchlm/data";
-import { Documents, Perplexity } from "@patchlm/eval";
+import { Documents } from "@patchlm/eval";
 import { LossCurve, MetricRecord, MetricsSink, Progress } from "@patchlm/metrics";
-import { Model } from "@patchlm/model";
 import { Registry } from "@patchlm/patching";
 import { Bench, ConfigFile, RunConfig, RunFiles, Setup, Trainer } from "@patchlm/train";
 import type * as Cli from "./Cli";
-import * as Demo from "./Demo";
 import * as Tokenizers from "./Tokenizers";
 import { packageVersions } from "./Versions";
 
@@ -303,57 +301,4 @@ export const inspect = Effect.fn("trainer.inspect")(function* (o: { readonly run
       2,
     ),
   );
-});
-
-// --- demo ------------------------------------------------------------------------------------
-
-export const demo = Effect.fn("trainer.demo")(function* (o: {
-  readonly backend: Option.Option<RunConfig.RunConfig["backend"]>;
-  readonly name: string;
-  readonly runsDir: string;
-  readonly fresh: boolean;
-}) {
-  const started = performance.now();
-  yield* prepare({ ...Demo.prepareOptions });
-  const runDir = path.resolve(o.runsDir, o.name);
-  if (o.fresh) fs.rmSync(runDir, { recursive: true, force: true });
-  const config = yield* Either.match(RunConfig.decode("demo config", { ...Demo.config, name: o.name, runsDir: o.runsDir }), {
-    onLeft: (e) => Effect.fail(e),
-    onRight: (c) => Effect.succeed(c),
-  });
-  const exists = fs.existsSync(path.join(runDir, Checkpoint.LATEST_FILE));
-  const latestStep = exists ? ((yield* Checkpoint.list(runDir)).find((c) => c.isLatest)?.step ?? 0) : 0;
-  const done = exists && latestStep >= (yield* Setup.phasePlan(config)).totalSteps;
-  if (done) {
-    yield* Effect.logInfo(`demo: ${runDir} is complete; pass --fresh to train again`);
-    yield* ComputeBackend.make({ backend: get(o.backend) ?? config.backend });
-  } else yield* runTraining(config, { resume: exists, backend: get(o.backend) });
-  const final = yield* validationPerplexity(runDir);
-  yield* Effect.logInfo(
-    `demo: validation split (${final.tokens.toLocaleString("en-US")} tokens): loss ${final.loss.toFixed(4)}, ` +
-      `perplexity ${final.ppl.toFixed(2)}, ${final.bitsPerByte.toFixed(4)} bits/byte`,
-  );
-  yield* Effect.logInfo(`demo: done in ${((performance.now() - started) / 1000).toFixed(1)}s; run directory ${runDir}`);
-  return final;
-});
-
-/**
- * Token-level loss, perplexity and bits per byte of a run's final weights over its whole
- * validation split (every token scored once, with disjoint context windows), written to
- * `<runDir>/validation.json`.
- */
-export const validationPerplexity = Effect.fn("trainer.validationPerplexity")(function* (runDir: string) {
-  const config = yield* readRunConfig(runDir);
-  const result = yield* Effect.scoped(
-    Effect.gen(function* () {
-      const tokenizer = yield* RunFiles.loadTokenizer(runDir);
-      const model = yield* Effect.acquireRelease(RunFiles.loadModel(runDir), (m) => Effect.sync(() => Model.dispose(m.params)));
-      const stream = yield* Documents.validationStream(config.data, tokenizer);
-      return Perplexity.result(Perplexity.streamNll(model.params, model.cfg, stream.tokens, { batchSize: Setup.evalBatch(config, yield* Setup.phasePlan(config)) }), stream.bytes);
-    }),
-  );
-  const file = path.join(runDir, "validation.json");
-  fs.writeFileSync(`${file}.tmp`, JSON.stringify(result, null, 2) + "\n");
-  fs.renameSync(`${file}.tmp`, file);
-  return result;
 });

@@ -16,7 +16,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { execFileSync } from "node:child_process";
-import { Effect, Either, Option, Schema } from "effect";
+import { Console, Effect, Either, Option, Schema } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { ConfigError } from "@patchlm/core";
@@ -24,6 +24,7 @@ import { Choice, Cloze, Documents, Perplexity, StudyReport, Tasks } from "@patch
 import { Chart, MetricRecord } from "@patchlm/metrics";
 import { Model } from "@patchlm/model";
 import { ConfigFile, RunConfig, RunFiles, Setup, Study } from "@patchlm/train";
+import * as Demo from "./Demo";
 import * as Handlers from "./Handlers";
 
 export class StudyError extends Schema.TaggedError<StudyError>()("StudyError", {
@@ -247,12 +248,12 @@ const machine = (): string => {
 };
 
 /** Write report.md, report.json and the three plots into the results directory. */
-const writeReport = Effect.fn("study.report")(function* (s: Study.Study, results: ReadonlyArray<StudyReport.RunResult>, backend: string, file: string) {
+const writeReport = Effect.fn("study.report")(function* (s: Study.Study, results: ReadonlyArray<StudyReport.RunResult>, backend: string, command: string) {
   const findingsFile = path.join(s.results, "findings.md");
   const meta: StudyReport.Meta = {
     name: s.spec.name,
     description: s.spec.description,
-    command: `npm run trainer -- study ${path.relative(process.cwd(), path.resolve(file)) || file}`,
+    command,
     commit: commit(),
     machine: machine(),
     backend,
@@ -272,6 +273,14 @@ const writeReport = Effect.fn("study.report")(function* (s: Study.Study, results
 export const study = Effect.fn("trainer.study")(function* (o: StudyOptions) {
   const raw = yield* ConfigFile.readConfigFile(o.file);
   const s = yield* Study.expand(o.file, raw);
+  return yield* runStudy(s, { ...o, command: `npm run trainer -- study ${path.relative(process.cwd(), path.resolve(o.file)) || o.file}` });
+});
+
+/** Run an expanded study (from a file, or built in code as the demo does); returns its results and report path. */
+export const runStudy = Effect.fn("trainer.runStudy")(function* (
+  s: Study.Study,
+  o: { readonly file: string; readonly command: string; readonly backend: Option.Option<RunConfig.RunConfig["backend"]>; readonly reportOnly: boolean },
+) {
   yield* check(s, o.file);
   const backendChoice = Option.getOrUndefined(o.backend);
   const failures = new Map<string, string>();
@@ -302,12 +311,16 @@ export const study = Effect.fn("trainer.study")(function* (o: StudyOptions) {
         const e = outcome.left as { message?: string };
         failures.set(r.name, e.message ?? String(outcome.left));
         yield* Effect.logError(`study ${s.spec.name}: run ${r.name} failed: ${e.message ?? String(outcome.left)}; going on with the others`);
-      } else flopsDone += flopsOf(r);
+      } else {
+        flopsDone += flopsOf(r);
+        // The report stays current as results land, so a study stopped part-way still has one.
+        yield* writeReport(s, yield* collect(s, failures), backendName, o.command);
+      }
     }
   }
 
   const results = yield* collect(s, failures);
-  const report = yield* writeReport(s, results, backendName, o.file);
+  const report = yield* writeReport(s, results, backendName, o.command);
   yield* Effect.logInfo(`study ${s.spec.name}: report ${report}`);
   if (failures.size > 0) {
     return yield* new StudyError({
@@ -315,5 +328,30 @@ export const study = Effect.fn("trainer.study")(function* (o: StudyOptions) {
       detail: `${failures.size} run(s) failed: ${[...failures.entries()].map(([n, m]) => `${n} (${m.split("\n")[0]})`).join("; ")}`,
     });
   }
-  return report;
+  return { report, results };
 });
+
+// --- demo ------------------------------------------------------------------------------------
+
+/**
+ * The main job: the demo study (Demo.ts) under `<runsDir>/<name>/`, then both runs side by side.
+ * Re-running it finishes what is missing and prints the same comparison.
+ */
+export const demo = Effect.fn("trainer.demo")(function* (o: {
+  readonly backend: Option.Option<RunConfig.RunConfig["backend"]>;
+  readonly name: string;
+  readonly runsDir: string;
+  readonly fresh: boolean;
+}) {
+  const started = performance.now();
+  const dir = path.join(o.runsDir, o.name);
+  if (o.fresh) fs.rmSync(dir, { recursive: true, force: true });
+  const spec = { ...Demo.study, runsDir: dir, results: path.join(dir, "results") };
+  const s = yield* Study.expand("demo study (apps/trainer/src/Demo.ts)", spec);
+  const { report, results } = yield* runStudy(s, { file: "demo", command: "npm run demo", backend: o.backend, reportOnly: false });
+  const rows = StudyReport.rows(results);
+  yield* Console.log(["", StudyReport.sideBySide(rows, results), ""].join("\n"));
+  yield* Effect.logInfo(`demo: done in ${((performance.now() - started) / 1000).toFixed(1)}s; report ${report}`);
+  return rows;
+});
+

@@ -350,3 +350,28 @@ export const json = (meta: Meta, results: ReadonlyArray<RunResult>, criterion: C
     })),
   };
 };
+
+/** A compact plain-text comparison for the terminal: one column per row, one line per measure. */
+export const sideBySide = (rs: ReadonlyArray<Row>, results: ReadonlyArray<RunResult>): string => {
+  const secs = (entry: string, key: "wallSeconds" | "cpuSeconds") =>
+    mean(results.filter((r) => r.entry === entry && r.status === "done").map((r) => r[key]));
+  const heads = rs.map((r) => (r.K === 1 ? `${r.entry} (token-level)` : `${r.entry} (K=${r.K}, λ=${fraction(r.lambda)})`));
+  const lines: Array<[string, ...Array<string>]> = [
+    ["", ...heads],
+    ["cost, paper's formula", ...rs.map((r) => fixed(r.theory, 3, "×"))],
+    ["cost, training FLOPs", ...rs.map((r) => fixed(r.flopsRatio, 3, "×"))],
+    ["wall time", ...rs.map((r) => `${fixed(secs(r.entry, "wallSeconds"), 1, " s")}${r.entry === r.compareTo ? "" : ` (${fixed(r.wallRatio, 2, "×")})`}`)],
+    ["CPU time", ...rs.map((r) => `${fixed(secs(r.entry, "cpuSeconds"), 1, " s")}${r.entry === r.compareTo ? "" : ` (${fixed(r.cpuRatio, 2, "×")})`}`)],
+    [
+      "validation loss",
+      ...rs.map(
+        (r) =>
+          `${fixed(r.loss, 4)}${r.relative === undefined ? "" : ` (${r.relative.value >= 0 ? "+" : ""}${(r.relative.value * 100).toFixed(2)}% ± ${(r.relative.stderr * 100).toFixed(2)})`}`,
+      ),
+    ],
+    ["perplexity", ...rs.map((r) => fixed(r.ppl, 2))],
+    ["bits per byte", ...rs.map((r) => fixed(r.bitsPerByte, 4))],
+  ];
+  const widths = lines[0].map((_, c) => Math.max(...lines.map((l) => l[c].length)));
+  return lines.map((l) => l.map((cell, c) => cell.padEnd(widths[c])).join("   ").trimEnd()).join("\n");
+};
