@@ -54,7 +54,9 @@ const trainOptions = {
   seed: Options.integer("seed").pipe(Options.optional),
   backend,
   maxSteps: Options.integer("max-steps").pipe(Options.withDescription("stop (resumably) after this many steps"), Options.optional),
-  set: Options.keyValueMap("set").pipe(Options.withDescription("override any config key: --set optim.minLr=3e-5"), Options.optional),
+  // Plain text, parsed by ConfigFile.parseOverrides: its error names the pair ("--set k: expected
+  // key.path=value"), where @effect/cli's key/value parser says only that text has no default.
+  set: Options.text("set").pipe(Options.withDescription("override any config key: --set optim.minLr=3e-5; repeatable"), Options.repeated),
 };
 
 const train = Command.make("train", trainOptions, (o) => Handlers.train(o)).pipe(

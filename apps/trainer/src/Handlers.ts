@@ -4,7 +4,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { FileSystem } from "@effect/platform";
-import { Console, Effect, HashMap, Layer, Option, Stream } from "effect";
+import { Console, Effect, Layer, Option, Stream } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { ConfigError } from "@patchlm/core";
@@ -126,8 +126,7 @@ export const flagOverrides = (f: TrainFlags): Record<string, unknown> => {
 };
 
 export const resolveConfig = Effect.fn("trainer.resolveConfig")(function* (f: TrainFlags, base?: unknown) {
-  const pairs = Option.match(f.set, { onNone: () => [], onSome: (m) => [...HashMap.toEntries(m)].map(([k, v]) => `${k}=${v}`) });
-  const sets = yield* ConfigFile.parseOverrides(pairs);
+  const sets = yield* ConfigFile.parseOverrides(f.set);
   return yield* ConfigFile.resolve({ base, file: get(f.config), overrides: ConfigFile.merge(flagOverrides(f), sets) });
 });
 

@@ -90,6 +90,25 @@ describe("trainer CLI", () => {
     expect(missing.stderr).toMatch(/nowhere/);
   });
 
+  // reliability D12: raw errors — a JSON dump without the flag's name, `--set k`, ENAMETOOLONG with
+  // a stack trace. Each is one `error:` line naming the flag or file.
+  it("every bad flag or path is one error line naming it, without a stack trace", () => {
+    const train = ["train", "--name", "flags", "--data", "data", "--tokens", "4096", "--batch-tokens", "256", "--seq-len", "16", "--micro-batch", "4"];
+    const cases: ReadonlyArray<[ReadonlyArray<string>, RegExp]> = [
+      [[...train, "--max-steps", "abc"], /^error: --max-steps: 'abc' is not a/],
+      [[...train, "--backend", "gpu"], /^error: --backend: 'gpu' is not one of auto, tensorflow, native, wasm, cpu$/],
+      [[...train, "--set", "k"], /^error: invalid config \(flags\):\n\s+- --set k: expected key\.path=value$/],
+      [["prepare", "--corpus", "corpus", "--tokenizer", "bytes", "--out", "o".repeat(300)], /^error: .*o{300}: ENAMETOOLONG: name too long$/],
+    ];
+    for (const [args, want] of cases) {
+      const r = trainer(args);
+      expect(r.stderr).toMatch(new RegExp(want.source, "m"));
+      expect(r.stderr).not.toMatch(/^\s+at |_tag/m);
+      expect(r.stderr.split("\n").filter((l) => l.startsWith("error:"))).toHaveLength(1);
+      expect(r.status).toBe(1);
+    }
+  });
+
   // reliability D2: a failed prepare had already replaced (or deleted) the data directory's tokenizer.
   it("a failed prepare leaves an existing data directory exactly as it was", () => {
     const snapshot = () => fs.readdirSync(path.join(root, "data")).sort().map((f) => [f, fs.readFileSync(path.join(root, "data", f), "hex")]);

@@ -18,7 +18,8 @@ export class CorpusError extends Schema.TaggedError<CorpusError>()("CorpusError"
 
 /**
  * Prepared token shards (or their manifest) cannot be trusted or read. Nothing is deleted or
- * rewritten when this is raised: the files stay as they are for inspection.
+ * rewritten when this is raised: the files stay as they are for inspection. `BadToken`: an id in
+ * the shard outside its tokenizer's vocabulary (the detail names the offset).
  */
 export class ShardError extends Schema.TaggedError<ShardError>()("ShardError", {
   path: Schema.String,
@@ -33,6 +34,7 @@ export class ShardError extends Schema.TaggedError<ShardError>()("ShardError", {
     "TrailingBytes",
     "TokenizerMismatch",
     "ChecksumMismatch",
+    "BadToken",
     "Unreadable",
   ),
   detail: Schema.String,

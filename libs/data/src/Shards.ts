@@ -416,6 +416,22 @@ export const open = Effect.fn("Shards.open")(function* (
     return lo;
   };
 
+  // Every id read is checked against the vocabulary: a damaged shard must fail here, naming the
+  // file and offset, not later inside the model's embedding lookup.
+  const vocab = manifest.tokenizer.vocabSize;
+  const outOfVocabulary = (file: string, ids: Uint16Array | Uint32Array, firstToken: number): ShardError | undefined => {
+    for (let i = 0; i < ids.length; i++) {
+      if (ids[i] < vocab) continue;
+      const at = firstToken + i;
+      return new ShardError({
+        path: file,
+        reason: "BadToken",
+        detail: `id ${ids[i]} at token ${at} (byte ${headerBytes + at * bpt}) is outside the tokenizer's vocabulary of ${vocab} ids; the shard is damaged, run prepare again`,
+      });
+    }
+    return undefined;
+  };
+
   const read = (from: number, length: number): Effect.Effect<Int32Array, ShardError> => {
     if (!Number.isInteger(from) || !Number.isInteger(length) || from < 0 || length < 0 || from + length > start) {
       return Effect.dieMessage(`Shards.read: range [${from}, ${from + length}) outside the ${start} tokens of split ${split}`);
@@ -439,12 +455,15 @@ export const open = Effect.fn("Shards.open")(function* (
               got += r.bytesRead;
             }
           });
-          out.set(bpt === 2 ? new Uint16Array(bytes.buffer, 0, n) : new Uint32Array(bytes.buffer, 0, n), done);
+          const ids = bpt === 2 ? new Uint16Array(bytes.buffer, 0, n) : new Uint32Array(bytes.buffer, 0, n);
+          const bad = outOfVocabulary(s.path, ids, offset);
+          if (bad !== undefined) throw bad;
+          out.set(ids, done);
           done += n;
         }
         return out;
       },
-      catch: (e) => new ShardError({ path: current || root, reason: "Unreadable", detail: describeFsError(e) }),
+      catch: (e) => (e instanceof ShardError ? e : new ShardError({ path: current || root, reason: "Unreadable", detail: describeFsError(e) })),
     });
   };
 

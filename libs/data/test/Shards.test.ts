@@ -122,6 +122,25 @@ describe("Shards.open errors", () => {
   });
 });
 
+// reliability D12: an id outside the vocabulary in a shard reached the model as a raw GatherV2 error,
+// naming neither the shard nor the offset.
+describe("Shards.read checks every id against the vocabulary", () => {
+  it("an out-of-vocabulary id fails the read, naming the shard file and the offset", async () => {
+    const dir = tempDir("oov");
+    fs.cpSync(good, dir, { recursive: true });
+    const m = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8")) as Shards.Manifest;
+    const shard = path.join(dir, m.splits.train.shards[1].file);
+    patchBytes(shard, Shards.headerBytes + 2 * 7, [0xff, 0xff]); // uint16 id 65535 at token 7 of the shard
+    const read = (from: number, length: number) => Effect.scoped(Effect.flatMap(Shards.open(dir, "train", tok), (d) => d.read(from, length)));
+    const e = (await runTestFailure(read(0, m.splits.train.shards[0].tokens + 20))) as Failure;
+    expect([e._tag, e.reason, e.path]).toEqual(["ShardError", "BadToken", shard]);
+    expect(e.message).toContain(`id 65535 at token 7 (byte ${Shards.headerBytes + 14})`);
+    expect(e.message).toContain(`vocabulary of ${tok.vocabSize}`);
+    // Ranges that do not cover the bad id still read.
+    expect((await run(read(0, 10))).length).toBe(10);
+  });
+});
+
 describe("Shards.open", () => {
   it("reads token ranges across shard boundaries", async () => {
     const all = await run(
