@@ -411,9 +411,9 @@ const ensureFreshOut = (out: string): Effect.Effect<void, EvalInputError> =>
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "ENOENT") return Effect.void;
-      return Effect.fail(
-        new EvalInputError({ path: out, reason: "Exists", detail: code === "ENOTDIR" ? "exists and is not a directory" : (e as Error).message }),
-      );
+      if (code === "ENOTDIR") return Effect.fail(new EvalInputError({ path: out, reason: "Exists", detail: "exists and is not a directory" }));
+      // "ENAMETOOLONG: name too long, scandir '<out>'": the path is already named.
+      return Effect.fail(new EvalInputError({ path: out, reason: "Unwritable", detail: (e as Error).message.replace(/, \w+ '.*'$/s, "") }));
     }
     if (entries.length === 0) return Effect.void;
     const shown = entries.slice(0, 6).join(", ") + (entries.length > 6 ? `, … (${entries.length} entries)` : "");

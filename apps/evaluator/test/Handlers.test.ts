@@ -226,6 +226,11 @@ describe("evaluator handlers", () => {
     expect(fs.readdirSync(parent)).toEqual(["empty"]);
     expect(fs.readdirSync(empty)).toEqual([]);
 
+    // An --out that cannot be a directory name is named once, with the reason.
+    const long = path.join(parent, "n".repeat(300));
+    const tooLong = await runTestFailure(provide(Handlers.importHf({ hfDir: hf, out: long, step: 0 })));
+    expect(tooLong).toMatchObject({ _tag: "EvalInputError", reason: "Unwritable", detail: "ENAMETOOLONG: name too long" });
+
     // An empty directory is a fine --out.
     await run(provide(Handlers.importHf({ hfDir: hf, out: empty, step: 3 })));
     expect(fs.readFileSync(path.join(empty, "latest"), "utf8").trim()).toBe("step-00000003");
