@@ -122,7 +122,14 @@ const hfLogits = (dir: string, ids: ReadonlyArray<number>): Float64Array => {
   return linear(rms(x, W("model.norm.weight")), head, C, V);
 };
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-hf-"));
+const made: Array<string> = [];
+const tmp = () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-hf-"));
+  made.push(dir);
+  return dir;
+};
+// Some hold a FIFO or a 64 GiB sparse file: nothing to leave behind in the temp directory.
+afterAll(() => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
 
 const cases: ReadonlyArray<[string, Config.ModelConfig]> = [
   ["GQA, untied", { ...Presets.tiny, vocabSize: 40, dModel: 16, nHeads: 4, nKvHeads: 2, nLayers: 2, ffnHidden: 24, contextLength: 16, initStd: 0.3 }],
