@@ -48,6 +48,25 @@ describe("Trainer.run", () => {
     expect(trains.at(-1)!.totalFlops).toBeCloseTo(summary.flops, 0);
   });
 
+  it("logs each interval's mean loss and gradient norm, its last LR, and closes an interval at the phase end", async () => {
+    const { summary, records } = await runTest(train(config(data, runsDir("intervals"), { logEvery: 3 })));
+    const trains = records.filter((r) => r.values[MetricRecord.Keys.loss] !== undefined);
+    // every 3 steps, plus the end of the patch phase (step 8)
+    expect(trains.map((r) => r.step)).toEqual([3, 6, 8, 9, 12]);
+    let from = 0;
+    for (const r of trains) {
+      const steps = summary.losses.filter((l) => l.step > from && l.step <= r.step).map((l) => l.loss);
+      expect(r.values[MetricRecord.Keys.loss]).toBe(steps.reduce((a, b) => a + b) / steps.length);
+      expect(r.tokens).toBe(steps.length * 256);
+      // the LR of the interval's last step, as the every-step run logged it
+      const sameStep = full.records.find((x) => x.step === r.step && x.values[MetricRecord.Keys.lr] !== undefined)!;
+      expect(r.values[MetricRecord.Keys.lr]).toBe(sameStep.values[MetricRecord.Keys.lr]);
+      expect(r.values[MetricRecord.Keys.tokensPerSecond]).toBeGreaterThan(0);
+      from = r.step;
+    }
+    expect(summary.losses).toEqual(full.summary.losses);
+  });
+
   it("keeps the last checkpoints and points latest at the final step", async () => {
     const dir = path.join(runsDir("full"), "r");
     const listed = await runTest(Checkpoint.list(dir).pipe(Effect.provide(NodeContext.layer)));
