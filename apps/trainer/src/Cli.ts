@@ -117,6 +117,9 @@ const study = Command.make(
     file: Args.file({ name: "study.yaml" }).pipe(Args.withDescription("the study file (see libs/train/src/Study.ts)")),
     backend,
     reportOnly: Options.boolean("report-only").pipe(Options.withDescription("rebuild the report from the saved results; train nothing")),
+    timeSteps: Options.boolean("time-steps").pipe(
+      Options.withDescription("time every step shape of the study on this (quiet) machine, for load-free time ratios; then report"),
+    ),
   },
   (o) => Study.study(o),
 ).pipe(

@@ -23,7 +23,7 @@ import { ConfigError } from "@patchlm/core";
 import { Choice, Cloze, Documents, Perplexity, StudyReport, Tasks } from "@patchlm/eval";
 import { Chart, MetricRecord } from "@patchlm/metrics";
 import { Model } from "@patchlm/model";
-import { ConfigFile, RunConfig, RunFiles, Setup, Study } from "@patchlm/train";
+import { Bench, ConfigFile, RunConfig, RunFiles, Setup, Study } from "@patchlm/train";
 import * as Demo from "./Demo";
 import * as Handlers from "./Handlers";
 
@@ -41,6 +41,22 @@ export interface StudyOptions {
   readonly backend: Option.Option<RunConfig.RunConfig["backend"]>;
   /** Only rebuild the report from the saved results; train nothing. */
   readonly reportOnly: boolean;
+  /** Measure each run's step times (meant for a quiet machine) into step-times.json, then report. */
+  readonly timeSteps: boolean;
+}
+
+const STEP_TIMES_FILE = "step-times.json";
+
+/** Quiet per-step times of every distinct shape in the study, and each run's training time modeled from them. */
+interface StepTimes {
+  readonly measured: string;
+  readonly machine: string;
+  readonly backend: string;
+  /** 1-minute load average before and after measuring, with the core count. */
+  readonly load: { readonly before: number; readonly after: number; readonly cores: number };
+  readonly shapes: ReadonlyArray<{ readonly key: string; readonly K: number; readonly batch: number; readonly positions: number; readonly msPerStep: number; readonly samples: ReadonlyArray<number> }>;
+  /** Run name → Σ over phases of steps × msPerStep / 1000. */
+  readonly runs: Readonly<Record<string, number>>;
 }
 
 const RESULT_FILE = "result.json";
@@ -149,6 +165,58 @@ const describeRun = (r: Study.StudyRun) => ({
   strategy: r.config.patch.strategy,
 });
 
+/** The shapes a run's phases step with: model, K, sequences per step and positions. */
+const shapesOf = Effect.fn("study.shapesOf")(function* (r: Study.StudyRun, vocabSize: number) {
+  const plan = yield* Setup.phasePlan(r.config);
+  const model = yield* Setup.modelConfig(r.config, vocabSize);
+  return plan.phases.map((p) => {
+    const shape = { model, K: p.K, batch: p.sequencesPerStep, positions: r.config.batch.seqLen };
+    return { key: JSON.stringify(shape), shape, steps: p.steps };
+  });
+});
+
+/**
+ * Time every distinct step shape of the study with `Bench.trainStep` (forward, backward, clipping,
+ * AdamW on a whole step), in rounds that alternate the shapes so that drift hits them alike, and
+ * keep the median. A run's modeled training time is then Σ steps × time per step: free of
+ * whatever else ran beside the study, but only as good as the machine was quiet while measuring.
+ */
+const measureStepTimes = Effect.fn("study.measureStepTimes")(function* (s: Study.Study, backend: string, rounds = 3, steps = 5) {
+  const tokenizer = yield* Effect.scoped(RunFiles.loadTokenizer(s.spec.data.out));
+  const perRun = yield* Effect.forEach(s.runs, (r) => Effect.map(shapesOf(r, tokenizer.vocabSize), (phases) => [r.name, phases] as const));
+  const shapes = new Map(perRun.flatMap(([, phases]) => phases.map((p) => [p.key, p.shape] as const)));
+  const before = os.loadavg()[0];
+  const samples = new Map<string, Array<number>>();
+  for (let round = 0; round < rounds; round++) {
+    for (const [key, shape] of shapes) {
+      yield* Effect.logInfo(`study: timing K=${shape.K} B=${shape.batch} T=${shape.positions} d=${shape.model.dModel} (round ${round + 1}/${rounds})`);
+      const r = yield* Bench.trainStep({ preset: "study", model: shape.model, K: shape.K, batch: shape.batch, seqLen: shape.positions, steps });
+      samples.set(key, [...(samples.get(key) ?? []), r.msPerStep]);
+    }
+  }
+  const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const ms = new Map([...samples].map(([k, xs]) => [k, median(xs)] as const));
+  const times: StepTimes = {
+    measured: new Date().toISOString(),
+    machine: machine(),
+    backend,
+    load: { before, after: os.loadavg()[0], cores: os.availableParallelism() },
+    shapes: [...shapes].map(([key, sh]) => ({ key, K: sh.K, batch: sh.batch, positions: sh.positions, msPerStep: ms.get(key)!, samples: samples.get(key)! })),
+    runs: Object.fromEntries(perRun.map(([name, phases]) => [name, phases.reduce((a, p) => a + (p.steps * ms.get(p.key)!) / 1000, 0)])),
+  };
+  if (times.load.before > times.load.cores + 0.5 || times.load.after > times.load.cores + 0.5) {
+    yield* Effect.logWarning(`study: the machine was not quiet while timing (load ${before.toFixed(1)} → ${times.load.after.toFixed(1)} on ${times.load.cores} cores); the step times are suspect`);
+  }
+  fs.mkdirSync(s.results, { recursive: true });
+  yield* writeAtomic(path.join(s.results, STEP_TIMES_FILE), JSON.stringify(times, null, 1) + "\n");
+  return times;
+});
+
+const readStepTimes = (s: Study.Study): StepTimes | undefined => {
+  const file = path.join(s.results, STEP_TIMES_FILE);
+  return fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, "utf8")) as StepTimes) : undefined;
+};
+
 const readSummary = (runDir: string) => JSON.parse(fs.readFileSync(path.join(runDir, "summary.json"), "utf8")) as Record<string, unknown>;
 
 /** Train (or resume, or skip when finished) one run, evaluate it and save its results. */
@@ -206,13 +274,14 @@ const trainAndSave = Effect.fn("study.run")(function* (s: Study.Study, r: Study.
 /** The results of every run of the study: saved ones, failed ones, none for the rest. */
 const collect = Effect.fn("study.collect")(function* (s: Study.Study, failures: ReadonlyMap<string, string>) {
   const out: Array<StudyReport.RunResult> = [];
+  const stepTimes = readStepTimes(s);
   for (const r of s.runs) {
     const dir = path.join(s.results, r.name);
     const saved = savedResult(dir);
     if (Option.isSome(saved)) {
       const records = yield* MetricRecord.readJsonl(path.join(dir, "metrics.jsonl"));
       const { config: _config, ...rest } = saved.value;
-      out.push({ ...rest, records });
+      out.push({ ...rest, records, stepSeconds: stepTimes?.runs[r.name] });
     } else if (failures.has(r.name)) {
       out.push({
         ...describeRun(r),
@@ -279,7 +348,13 @@ export const study = Effect.fn("trainer.study")(function* (o: StudyOptions) {
 /** Run an expanded study (from a file, or built in code as the demo does); returns its results and report path. */
 export const runStudy = Effect.fn("trainer.runStudy")(function* (
   s: Study.Study,
-  o: { readonly file: string; readonly command: string; readonly backend: Option.Option<RunConfig.RunConfig["backend"]>; readonly reportOnly: boolean },
+  o: {
+    readonly file: string;
+    readonly command: string;
+    readonly backend: Option.Option<RunConfig.RunConfig["backend"]>;
+    readonly reportOnly: boolean;
+    readonly timeSteps?: boolean;
+  },
 ) {
   yield* check(s, o.file);
   const backendChoice = Option.getOrUndefined(o.backend);
@@ -319,6 +394,11 @@ export const runStudy = Effect.fn("trainer.runStudy")(function* (
     }
   }
 
+  if (o.timeSteps === true) {
+    const backend = yield* ComputeBackend.make({ backend: backendChoice ?? "auto" });
+    const times = yield* measureStepTimes(s, `${backend.name} (${backend.threads} threads; ${backend.detail})`);
+    yield* Effect.logInfo(`study: step times of ${times.shapes.length} shapes in ${path.join(s.results, STEP_TIMES_FILE)}`);
+  }
   const results = yield* collect(s, failures);
   const report = yield* writeReport(s, results, backendName, o.command);
   yield* Effect.logInfo(`study ${s.spec.name}: report ${report}`);

@@ -106,7 +106,7 @@ describe("trainer study", () => {
 
   it("writes a Table-1 style report and a JSON with every run, the criterion and the commands", () => {
     const md = fs.readFileSync(path.join(root, "ref", "results", "report.md"), "utf8");
-    expect(md).toMatch(/\| row \| vs \| runs \| K \| λ \| strategy \| cost \(λ\/K\+1−λ\) \| cost × FLOPs \| cost × wall \| cost × CPU \| val loss/);
+    expect(md).toMatch(/\| row \| vs \| runs \| K \| λ \| strategy \| cost \(λ\/K\+1−λ\) \| cost × FLOPs \| cost × wall \| cost × CPU \| cost × step time \| val loss/);
     expect(md).toMatch(/\| \*\*baseline\*\* \(baseline\) \| – \| 1 \| 1 \| – \| mean \| 1\.000× \| 1\.000× \|/);
     // K=4, λ=1/2: λ/K + 1 − λ = 0.625 in theory; measured FLOPs a little lower (attention is cheaper over T patches).
     expect(md).toMatch(/\| k4 \| baseline \| 1 \| 4 \| 1\/2 \| mean \| 0\.625× \| 0\.6\d\d× \|/);
@@ -131,6 +131,23 @@ describe("trainer study", () => {
     expect(json.verdict.checks.map((c) => c.what)).toEqual(["validation loss ÷ baseline's", "FLOPs ÷ baseline's", expect.stringMatching(/time ÷ baseline's/)]);
     expect(json.verdict.checks[1]).toMatchObject({ value: k4.flopsRatio, ok: true });
     expect(json.runs.map((r) => [r.name, r.status])).toEqual([["baseline", "done"], ["k4", "done"], ["broken", "failed"]]);
+  });
+
+  it("--time-steps times each step shape once and models every run's training time from it", () => {
+    const r = trainer(["study", studyFile("ref"), "--report-only", "--time-steps"]);
+    expect(r.stderr + r.stdout).toMatch(/step times of 2 shapes/);
+    const times = JSON.parse(fs.readFileSync(path.join(root, "ref", "results", "step-times.json"), "utf8")) as {
+      shapes: Array<{ K: number; msPerStep: number; samples: Array<number> }>;
+      runs: Record<string, number>;
+    };
+    expect(times.shapes.map((x) => x.K).sort()).toEqual([1, 4]);
+    for (const x of times.shapes) expect(x.samples).toHaveLength(3);
+    const ms = (K: number) => times.shapes.find((x) => x.K === K)!.msPerStep;
+    // 16 steps: the baseline all token-level; k4 at λ = 1/2, 8 patch steps then 8 token steps.
+    expect(times.runs.baseline).toBeCloseTo((16 * ms(1)) / 1000, 9);
+    expect(times.runs.k4).toBeCloseTo((8 * ms(4) + 8 * ms(1)) / 1000, 9);
+    const json = JSON.parse(fs.readFileSync(path.join(root, "ref", "results", "report.json"), "utf8")) as { rows: Array<{ stepRatio: number }> };
+    expect(json.rows[1].stepRatio).toBeCloseTo(times.runs.k4 / times.runs.baseline, 9);
   });
 
   it("after kill -9, a second invocation keeps finished runs, resumes the interrupted one, and matches the uninterrupted study", async () => {

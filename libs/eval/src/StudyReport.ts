@@ -49,6 +49,8 @@ export interface RunResult {
   /** Cloze task name → accuracy. */
   readonly cloze: Readonly<Record<string, Estimate>>;
   readonly records: ReadonlyArray<MetricRecord.MetricRecord>;
+  /** Training time modeled from quiet per-step times of the run's shapes (the study's --time-steps), if measured. */
+  readonly stepSeconds?: number;
 }
 
 /** A run trained on a quiet machine: nothing beyond its own threads loaded the cores. */
@@ -73,6 +75,8 @@ export interface Row {
   readonly flopsRatio: number;
   readonly wallRatio: number;
   readonly cpuRatio: number;
+  /** Modeled training time (quiet per-step times × steps) over the baseline's; NaN when not measured. */
+  readonly stepRatio: number;
   /** Mean validation loss over the row's runs. */
   readonly loss: number;
   /** Standard deviation over seeds (NaN with one run). */
@@ -133,6 +137,7 @@ export const rows = (results: ReadonlyArray<RunResult>): Array<Row> => {
         flopsRatio: mean(rs.map((r) => r.flops)) / baseMean((r) => r.flops),
         wallRatio: mean(rs.map((r) => r.wallSeconds)) / baseMean((r) => r.wallSeconds),
         cpuRatio: mean(rs.map((r) => r.cpuSeconds)) / baseMean((r) => r.cpuSeconds),
+        stepRatio: mean(rs.map((r) => r.stepSeconds ?? NaN)) / baseMean((r) => r.stepSeconds ?? NaN),
         loss,
         lossSd: sd(losses),
         lossSe: mean(rs.map((r) => r.validation!.standardError)),
@@ -145,9 +150,19 @@ export const rows = (results: ReadonlyArray<RunResult>): Array<Row> => {
   });
 };
 
-/** Which measured time the report compares: wall time if every run trained on a quiet machine, else CPU time. */
-export const timeBasis = (results: ReadonlyArray<RunResult>): "wall" | "cpu" =>
-  results.filter((r) => r.status === "done").every(quiet) ? "wall" : "cpu";
+export type TimeBasis = "wall" | "steps" | "cpu";
+
+/**
+ * Which measured time the criterion uses: wall time if every run trained on a quiet machine; else
+ * training time modeled from quiet per-step times when they were measured; else CPU time.
+ */
+export const timeBasis = (results: ReadonlyArray<RunResult>): TimeBasis => {
+  const done = results.filter((r) => r.status === "done");
+  if (done.every(quiet)) return "wall";
+  return done.every((r) => r.stepSeconds !== undefined) ? "steps" : "cpu";
+};
+
+const basisName: Record<TimeBasis, string> = { wall: "wall time", steps: "step time", cpu: "CPU time" };
 
 export interface Criterion {
   readonly run: string;
@@ -163,15 +178,15 @@ export interface Verdict {
   readonly checks: ReadonlyArray<{ readonly what: string; readonly value: number; readonly bound: number; readonly ok: boolean }>;
 }
 
-export const verdict = (criterion: Criterion, rs: ReadonlyArray<Row>, basis: "wall" | "cpu"): Verdict => {
+export const verdict = (criterion: Criterion, rs: ReadonlyArray<Row>, basis: TimeBasis): Verdict => {
   const row = rs.find((r) => r.entry === criterion.run);
   const base = rs.find((r) => r.entry === row?.compareTo);
   if (row === undefined || base === undefined) return { criterion, holds: undefined, checks: [] };
-  const time = basis === "wall" ? row.wallRatio : row.cpuRatio;
+  const time = basis === "wall" ? row.wallRatio : basis === "steps" ? row.stepRatio : row.cpuRatio;
   const checks = [
     { what: "validation loss ÷ baseline's", value: row.loss / base.loss, bound: 1 + criterion.lossWithin },
     { what: "FLOPs ÷ baseline's", value: row.flopsRatio, bound: criterion.flopsAtMost },
-    { what: `${basis === "wall" ? "wall" : "CPU"} time ÷ baseline's`, value: time, bound: criterion.timeAtMost },
+    { what: `${basisName[basis]} ÷ baseline's`, value: time, bound: criterion.timeAtMost },
   ].map((c) => ({ ...c, ok: c.value <= c.bound }));
   return { criterion, holds: checks.every((c) => c.ok), checks };
 };
@@ -190,7 +205,7 @@ const fraction = (x: number): string => {
 /** The Table 1 style markdown table of the rows. */
 export const table = (rs: ReadonlyArray<Row>): string => {
   const tasks = [...new Set(rs.flatMap((r) => Object.keys(r.cloze)))];
-  const head = ["row", "vs", "runs", "K", "λ", "strategy", "cost (λ/K+1−λ)", "cost × FLOPs", "cost × wall", "cost × CPU", "val loss", "± (seeds sd / eval se)", "vs baseline", "ppl", "bits/byte", ...tasks.map((t) => `${t} %`)];
+  const head = ["row", "vs", "runs", "K", "λ", "strategy", "cost (λ/K+1−λ)", "cost × FLOPs", "cost × wall", "cost × CPU", "cost × step time", "val loss", "± (seeds sd / eval se)", "vs baseline", "ppl", "bits/byte", ...tasks.map((t) => `${t} %`)];
   const lines = [`| ${head.join(" | ")} |`, `|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`];
   for (const r of rs) {
     const spread = Number.isFinite(r.lossSd) ? `${r.lossSd.toFixed(4)} sd` : `${r.lossSe.toFixed(4)} se`;
@@ -207,6 +222,7 @@ export const table = (rs: ReadonlyArray<Row>): string => {
         fixed(r.flopsRatio, 3, "×"),
         fixed(r.wallRatio, 3, "×"),
         fixed(r.cpuRatio, 3, "×"),
+        fixed(r.stepRatio, 3, "×"),
         fixed(r.loss, 4),
         spread,
         rel,
@@ -281,9 +297,9 @@ export interface Meta {
 
 export const PLOTS: Readonly<Record<Axis, string>> = { tokens: "loss-vs-tokens.png", flops: "loss-vs-flops.png", seconds: "loss-vs-time.png" };
 
-const verdictText = (v: Verdict, basis: "wall" | "cpu"): string => {
+const verdictText = (v: Verdict, basis: TimeBasis): string => {
   const c = v.criterion;
-  const claim = `\`${c.run}\`: mean validation loss ≤ baseline × ${1 + c.lossWithin}, FLOPs ≤ ${c.flopsAtMost}× and ${basis === "wall" ? "wall" : "CPU"} time ≤ ${c.timeAtMost}× the baseline's.`;
+  const claim = `\`${c.run}\`: mean validation loss ≤ baseline × ${1 + c.lossWithin}, FLOPs ≤ ${c.flopsAtMost}× and ${basisName[basis]} ≤ ${c.timeAtMost}× the baseline's.`;
   if (v.holds === undefined) return `**Criterion** (fixed before the runs): ${claim} Not decided yet: the row or the baseline has no finished run.`;
   const lines = v.checks.map((k) => `- ${k.what}: ${k.value.toFixed(4)} (bound ${k.bound.toFixed(4)}) ${k.ok ? "✓" : "✗"}`);
   return [`**Criterion** (fixed before the runs): ${claim} **${v.holds ? "Holds" : "Does not hold"}.**`, "", ...lines].join("\n");
@@ -315,7 +331,13 @@ export const markdown = (
     "",
     "How to read it:",
     "- *cost (λ/K+1−λ)* is the paper's compute formula; *cost × FLOPs* is the measured training FLOPs (forward + backward, both phases) over the baseline's; *cost × wall* and *cost × CPU* are measured time over the baseline's.",
-    `- Time basis for the criterion: **${basis === "wall" ? "wall time (every run trained on a quiet machine)" : "CPU time of the training process (some runs shared the machine with other work, which makes wall time unfair)"}**. A run counts as quiet when the 1-minute load average stayed within the core count + 0.5 while it trained.`,
+    `- Time basis for the criterion: **${
+      basis === "wall"
+        ? "wall time (every run trained on a quiet machine)"
+        : basis === "steps"
+          ? "step time: each run's steps × the per-step time of its shapes, measured on a quiet machine (`--time-steps`; some runs shared the machine with other work while training, which makes their wall time unfair)"
+          : "CPU time of the training process (some runs shared the machine with other work, which makes wall time unfair)"
+    }**. A run counts as quiet when the 1-minute load average stayed within the core count + 0.5 while it trained. *cost × step time* covers training steps only (no evaluation or checkpoints).`,
     "- *val loss* is token-level, over the whole validation split (every token scored once, windows of the model's context). *±* is the standard deviation over seeds for rows with several, else the standard error of the evaluation (blocks of consecutive windows).",
     "- *vs baseline* is the relative difference of the mean validation loss from the baseline's; its ± is the standard error over seed-matched pairs for rows with several seeds, else the paired block standard error of the evaluation alone (it does not include training noise).",
     "- Cloze columns are accuracy on the built-in cloze suite drawn from the validation documents.",

@@ -4,13 +4,15 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { Effect, Option } from "effect";
-import { ConfigError } from "@patchlm/core";
+import { type Config, ConfigError } from "@patchlm/core";
 import { Model, ParameterTable, Presets } from "@patchlm/model";
 import { AdamW } from "@patchlm/optim";
 import { makeTrainStep } from "./Step";
 
 export interface Options {
   readonly preset: string;
+  /** A resolved model config to measure instead of the preset's (the preset then only names it). */
+  readonly model?: Config.ModelConfig;
   /** 1: token mode; K > 1: patch mode with the mean strategy. */
   readonly K: number;
   /** B: sequences per step. */
@@ -58,7 +60,7 @@ const ids = (n: number, vocab: number): Int32Array => {
 };
 
 export const trainStep = Effect.fn("Bench.trainStep")(function* (o: Options) {
-  const preset = Presets.lookup(o.preset);
+  const preset = o.model === undefined ? Presets.lookup(o.preset) : Option.some(o.model);
   if (Option.isNone(preset)) {
     return yield* new ConfigError({ source: "flags", issues: [`--preset: unknown "${o.preset}"; known: ${Presets.names.join(", ")}`] });
   }
