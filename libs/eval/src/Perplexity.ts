@@ -16,9 +16,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Config } from "@patchlm/core";
-import { Loss } from "@patchlm/losses";
-import { Model } from "@patchlm/model";
-import { Patches, PatchStrategy } from "@patchlm/patching";
+import type { Model } from "@patchlm/model";
+import { Objective, PatchStrategy } from "@patchlm/patching";
 import * as Score from "./Score";
 
 /** One forward pass: inputs x[start..start+length), targets x[start+1..start+length], the last `scored` of them counted. */
@@ -211,8 +210,8 @@ export const result = (s: Score.NllSum, bytes: number): Result => {
 };
 
 /**
- * The patch (bag) loss of K-token patches over a stream, as the patch phase trains: disjoint
- * windows of K·T tokens (T = `positions`, default the context length), each patch the plain mean
+ * The patch (bag) loss of K-token patches over a stream, as the patch phase trains (the same
+ * `Objective.lossFor`): disjoint windows of K·T tokens (T = `positions`, default the context length), each patch the plain mean
  * of its K token embeddings (or another parameter-free strategy), the output at patch j scored
  * against the K tokens of patch j+1. The tail that does not fill a window is left out. Its floor
  * is ln K, not 0, so it is **not comparable** with token-level loss (docs/method.md §2.3).
@@ -235,14 +234,7 @@ export const patchLoss = (
   for (let i = 0; i < n; i += batchSize) {
     const B = Math.min(batchSize, n - i);
     const ids = Int32Array.from(Array.prototype.slice.call(tokens, i * L, (i + B) * L) as Array<number>);
-    const loss = tf.tidy(() => {
-      const x = tf.tensor2d(ids, [B, L], "int32");
-      const emb = Model.embed(params, cfg, x); // (B,K·T,C)
-      const patches = strategy.aggregate(tf.reshape(emb, [B, T, K, cfg.dModel]), {}); // (B,T,C) <- (B,T,K,C)
-      const h = Model.hidden(params, cfg, patches);
-      const z = Model.logits(params, cfg, tf.slice(h, [0, 0, 0], [B, T - 1, cfg.dModel])); // (B,T−1,V)
-      return Loss.bagCrossEntropy(z, Patches.nextPatchTargets(x, K));
-    });
+    const loss = tf.tidy(() => Objective.lossFor({ cfg, K, strategy }, params, tf.tensor2d(ids, [B, L], "int32")));
     weighted += loss.dataSync()[0] * B;
     loss.dispose();
   }

@@ -173,28 +173,43 @@ export const causalAttention = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, 
   if (layout === "bthd") {
     return tf.tidy(() => {
       const headMajor = (x: tf.Tensor4D) => tf.transpose(x, [0, 2, 1, 3]) as tf.Tensor4D;
-      return headMajor(attentionReference(headMajor(q), headMajor(k), headMajor(v), scale));
+      return headMajor(referenceAttention(headMajor(q), headMajor(k), headMajor(v), scale));
     });
   }
-  return tf.tidy(() => attentionReference(q, k, v, scale));
+  return referenceAttention(q, k, v, scale);
 };
 
-// The definition, head-major: (B,H,T,D) <- q (B,H,T,D), k, v (B,Hkv,T,D).
-const attentionReference = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number): tf.Tensor4D => {
-  const [B, H, T, D] = q.shape;
-  const Hkv = k.shape[1];
-  const R = H / Hkv;
-  // GQA without repeating K/V: query heads h = g·R + r share kv head g, so (B,H,T,D) viewed as
-  // (B·Hkv, R·T, D) lines every query of group g up against that group's keys.
-  const qG = tf.reshape(q, [B * Hkv, R * T, D]);
-  // (B·H,T,T) <- (B·Hkv,R·T,D)·(B·Hkv,T,D)ᵀ; a scale of 1 (queries pre-scaled) costs nothing
-  const raw = tf.reshape(tf.matMul(qG, tf.reshape(k, [B * Hkv, T, D]), false, true), [B * H, T, T]);
-  const scores = scale === 1 ? raw : tf.mul(raw, scale);
-  const mask = causalMask(T);
-  const probs = tf.reshape(tf.softmax(mask === undefined ? scores : tf.add(scores, mask)), [B * Hkv, R * T, T]);
-  // (B·Hkv,R·T,D) <- (B·Hkv,R·T,T)·(B·Hkv,T,D)
-  return tf.reshape(tf.matMul(probs, tf.reshape(v, [B * Hkv, T, D])), [B, H, T, D]) as tf.Tensor4D;
-};
+/**
+ * Causal attention as its definition, head-major, for T queries that follow S − T earlier
+ * positions: q (B,H,T,D) against S keys and values k, v (B,Hkv,S,D), query i seeing keys
+ * 0..S−T+i, grouped-query heads as in `causalAttention`. `keysTransposed` takes the keys as
+ * (B,Hkv,D,S), the layout a KV cache keeps so that Q·Kᵀ is a plain batched product. It is
+ * `causalAttention`'s fallback (S = T) and the cached decoding path (S > T), which no kernel fuses.
+ */
+export const referenceAttention = (
+  q: tf.Tensor4D,
+  k: tf.Tensor4D,
+  v: tf.Tensor4D,
+  scale: number,
+  options: { readonly keysTransposed?: boolean } = {},
+): tf.Tensor4D =>
+  tf.tidy(() => {
+    const [B, H, T, D] = q.shape;
+    const Hkv = k.shape[1];
+    const S = v.shape[2];
+    const R = H / Hkv;
+    // GQA without repeating K/V: query heads h = g·R + r share kv head g, so (B,H,T,D) viewed as
+    // (B·Hkv, R·T, D) lines every query of group g up against that group's keys.
+    const qG = tf.reshape(q, [B * Hkv, R * T, D]);
+    const kG = options.keysTransposed === true ? tf.reshape(k, [B * Hkv, D, S]) : tf.reshape(k, [B * Hkv, S, D]);
+    // (B·H,T,S) <- (B·Hkv,R·T,D)·(B·Hkv,S,D)ᵀ; a scale of 1 (queries pre-scaled) costs nothing
+    const raw = tf.reshape(tf.matMul(qG, kG, false, options.keysTransposed !== true), [B * H, T, S]);
+    const scores = scale === 1 ? raw : tf.mul(raw, scale);
+    const mask = causalMask(T, S);
+    const probs = tf.reshape(tf.softmax(mask === undefined ? scores : tf.add(scores, mask)), [B * Hkv, R * T, S]);
+    // (B·Hkv,R·T,D) <- (B·Hkv,R·T,S)·(B·Hkv,S,D)
+    return tf.reshape(tf.matMul(probs, tf.reshape(v, [B * Hkv, S, D])), [B, H, T, D]) as tf.Tensor4D;
+  });
 
 /**
  * Rotary position embedding, "rotate half" convention (Hugging Face LLaMA), of x (B,T,h,D) at the
@@ -236,13 +251,15 @@ export const rotateHalfMatrix = (D: number): Float32Array => {
   return r;
 };
 
-// Additive (T,T) mask, −1e9 above the diagonal: finite, so exp underflows to an exact 0 without
-// ever forming inf − inf. Built on the host: one upload, no mask ops on the tape.
-const causalMask = (T: number): tf.Tensor2D | undefined => {
+// Additive (T,S) mask for T queries after S − T earlier positions: query i sees keys 0..S−T+i,
+// −1e9 beyond. Finite, so exp underflows to an exact 0 without ever forming inf − inf. Built on
+// the host: one upload, no mask ops on the tape. None when no key is in any query's future.
+const causalMask = (T: number, S: number): tf.Tensor2D | undefined => {
   if (T === 1) return undefined;
-  const m = new Float32Array(T * T);
-  for (let i = 0; i < T - 1; i++) m.fill(-1e9, i * T + i + 1, (i + 1) * T);
-  return tf.tensor2d(m, [T, T]);
+  const past = S - T;
+  const m = new Float32Array(T * S);
+  for (let i = 0; i < T - 1; i++) m.fill(-1e9, i * S + past + i + 1, (i + 1) * S);
+  return tf.tensor2d(m, [T, S]);
 };
 
 /**

@@ -226,6 +226,24 @@ export const fusedSuite = (backend: string): void => {
       expectClose(dv, swapAxes12(ref.dv, [B, Hkv, T, D]), { atol: 1e-5, rtol: 1e-4, label: "bthd dv" });
     });
 
+    it("referenceAttention of the last T queries over S keys (a KV cache's view, keys plain or transposed) is those rows of the full attention", () => {
+      const [B, H, Hkv, S, T, D] = [2, 4, 2, 7, 3, 4];
+      const [q, k, v] = [rand([B, H, S, D], 31, -2, 2), rand([B, Hkv, S, D], 32, -2, 2), rand([B, Hkv, S, D], 33)];
+      const ref = attentionReference([B, H, Hkv, S, D], q, k, v, new Float32Array(q.length), 1);
+      const lastRows = (x: ArrayLike<number>) =>
+        Float64Array.from({ length: B * H * T * D }, (_, i) => x[Math.floor(i / (T * D)) * S * D + (S - T) * D + (i % (T * D))]);
+      const [plain, transposed] = onHost(() => {
+        const qLast = tf.slice(tf.tensor4d(q, [B, H, S, D]), [0, 0, S - T, 0], [B, H, T, D]);
+        const [kt, vt] = [tf.tensor4d(k, [B, Hkv, S, D]), tf.tensor4d(v, [B, Hkv, S, D])];
+        return [
+          Fused.referenceAttention(qLast, kt, vt, 1),
+          Fused.referenceAttention(qLast, tf.transpose(kt, [0, 1, 3, 2]), vt, 1, { keysTransposed: true }),
+        ];
+      });
+      expectClose(plain, lastRows(ref.o), { atol: 1e-5, rtol: 1e-4, label: "keys (B,Hkv,S,D)" });
+      expectClose(transposed, lastRows(ref.o), { atol: 1e-5, rtol: 1e-4, label: "keys (B,Hkv,D,S)" });
+    });
+
     it("rope matches float64 rotate-half, its transpose is its adjoint, and its gradient is that adjoint", () => {
       const dims = [2, 5, 3, 8];
       const [B, T, h, D] = dims;

@@ -112,25 +112,11 @@ const rmsNorm = (x: tf.Tensor2D, gain: tf.Tensor, eps: number): tf.Tensor2D => F
 interface StackContext {
   readonly B: number;
   readonly T: number;
-  /** Keys attended to: cached ones plus the T new ones. */
-  readonly S: number;
   /** RoPE tables for keys. */
   readonly rope: Rope.RopeTensors;
   /** RoPE tables for queries, pre-multiplied by 1/√D so the scores need no separate scaling. */
   readonly ropeQ: Rope.RopeTensors;
-  /** Additive causal mask (T,S) for the cached path, or undefined when no key is in any query's future. */
-  readonly mask: tf.Tensor2D | undefined;
 }
-
-// Query row i follows `past` cached keys and may see keys 0..past+i. The mask value is finite so
-// that exp underflows to an exact 0 without ever forming inf − inf.
-const causalMask = (past: number, T: number): tf.Tensor2D | undefined => {
-  if (T === 1) return undefined;
-  const S = past + T;
-  const m = new Float32Array(T * S);
-  for (let i = 0; i < T; i++) m.fill(-1e9, i * S + past + i + 1, (i + 1) * S);
-  return tf.tensor2d(m, [T, S]);
-};
 
 const attention = (
   x: tf.Tensor2D,
@@ -155,7 +141,7 @@ const attention = (
   const out =
     cache === undefined
       ? Fused.causalAttention(q, k, v, 1, "bthd")
-      : headMajor(cachedAttention(headMajor(q), k, headMajor(v), cfg, ctx, l, cache));
+      : headMajor(cachedAttention(headMajor(q), k, headMajor(v), l, cache));
   // (B·T,C) <- (B,T,H,D)
   return linear(tf.reshape(out, [B * T, H * D]) as tf.Tensor2D, param(params, n.o));
 };
@@ -164,31 +150,10 @@ const attention = (
  * Attention of T new queries qH (B,H,T,D) over the cached keys and values plus the new ones
  * k (B,T,Hkv,D), vH (B,Hkv,T,D), which are appended to layer l's cache: (B,H,T,D).
  */
-const cachedAttention = (
-  qH: tf.Tensor4D,
-  k: tf.Tensor4D,
-  vH: tf.Tensor4D,
-  cfg: Config.ModelConfig,
-  ctx: StackContext,
-  l: number,
-  cache: KvCache,
-): tf.Tensor4D => {
-  const { B, T, S } = ctx;
-  const H = cfg.nHeads;
-  const Hkv = Config.kvHeads(cfg);
-  const R = H / Hkv;
-  const D = Config.headDim(cfg);
-  // (B,Hkv,D,T): keys pre-transposed so QKᵀ is a plain batched product
+const cachedAttention = (qH: tf.Tensor4D, k: tf.Tensor4D, vH: tf.Tensor4D, l: number, cache: KvCache): tf.Tensor4D => {
+  // (B,Hkv,D,T): keys pre-transposed, the cache's layout
   const all = cache.append(l, tf.transpose(k, [0, 2, 3, 1]) as tf.Tensor4D, vH);
-  // GQA without repeating K/V: query heads h = g·R + r share kv head g, so (B,H,T,D) viewed as
-  // (B·Hkv, R·T, D) lines every query of group g up against that group's keys.
-  const qG = tf.reshape(qH, [B * Hkv, R * T, D]);
-  // (B·H,T,S) <- (B·Hkv,R·T,D)·(B·Hkv,D,S)
-  let scores = tf.reshape(tf.matMul(qG, tf.reshape(all.keys, [B * Hkv, D, S])), [B * H, T, S]);
-  if (ctx.mask !== undefined) scores = tf.add(scores, ctx.mask) as tf.Tensor3D;
-  const probs = tf.reshape(tf.softmax(scores), [B * Hkv, R * T, S]);
-  // (B·Hkv,R·T,D) <- (B·Hkv,R·T,S)·(B·Hkv,S,D)
-  return tf.reshape(tf.matMul(probs, tf.reshape(all.values, [B * Hkv, S, D])), [B, H, T, D]) as tf.Tensor4D;
+  return Fused.referenceAttention(qH, all.keys, all.values, 1, { keysTransposed: true });
 };
 
 // SwiGLU: down(silu(gate(x)) ⊙ up(x)), silu(g) = g·σ(g)
@@ -229,11 +194,8 @@ export const hidden = (
     const ctx: StackContext = {
       B,
       T,
-      S: past + T,
       rope: Rope.tensors(D, cfg.ropeBase, cfg.contextLength, offset, T),
       ropeQ: Rope.tensors(D, cfg.ropeBase, cfg.contextLength, offset, T, 1 / Math.sqrt(D)),
-      // only the cached path masks scores itself; causal attention masks inside
-      mask: cache === undefined ? undefined : causalMask(past, T),
     };
     // (B·T,C): the residual stream stays 2-D between layers
     let h = tf.reshape(x, [B * T, C]) as tf.Tensor2D;

@@ -11,8 +11,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { Config } from "@patchlm/core";
 import type { Model } from "@patchlm/model";
 import { AdamW, Gradients } from "@patchlm/optim";
-import type { PatchStrategy } from "@patchlm/patching";
-import { lossFor, type Spec } from "./Objective";
+import { Objective, type PatchStrategy } from "@patchlm/patching";
 
 export interface Options {
   readonly cfg: Config.ModelConfig;
@@ -68,9 +67,9 @@ export const makeTrainStep = (opts: Options): TrainStep => {
     );
   }
   const maxGradNorm = opts.maxGradNorm ?? 1.0;
-  const spec: Spec = { cfg, K, strategy: opts.strategy, zLoss: opts.zLoss };
+  const spec: Objective.Spec = { cfg, K, strategy: opts.strategy, zLoss: opts.zLoss };
   const trainable = { ...params, ...strategyParams };
-  const valueAndGrads = (ids: tf.Tensor2D) => Gradients.valueAndGrads(trainable, () => lossFor(spec, params, ids, strategyParams));
+  const valueAndGrads = (ids: tf.Tensor2D) => Gradients.valueAndGrads(trainable, () => Objective.lossFor(spec, params, ids, strategyParams));
 
   return (batch, lr) => {
     const micro: ReadonlyArray<tf.Tensor2D> = Array.isArray(batch) ? batch : [batch as tf.Tensor2D];

@@ -2,7 +2,6 @@ export * as RunConfig from "./RunConfig";
 export * as ConfigFile from "./ConfigFile";
 export * as Setup from "./Setup";
 export * as RunFiles from "./RunFiles";
-export * as Objective from "./Objective";
 export * as Step from "./Step";
 export * as State from "./State";
 export * as Trainer from "./Trainer";

@@ -1,15 +1,11 @@
-// The suite runs on cpu and wasm. Libraries never pick a backend and libs/testing's useBackend
-// does not register wasm, so this test registers it (the same exemption as libs/model's tests).
-// eslint-disable-next-line @nx/enforce-module-boundaries
-require("@tensorflow/tfjs-backend-wasm");
+// The suite runs on cpu and wasm (jest.config.cjs registers wasm).
 import * as tf from "@tensorflow/tfjs";
 import { Either } from "effect";
 import { Config } from "@patchlm/core";
 import { Loss } from "@patchlm/losses";
 import { Model, ParameterTable } from "@patchlm/model";
-import { Patches, PatchStrategy } from "@patchlm/patching";
 import { expectClose, expectNoTensorLeak, randomFloats, randomInts, useBackend } from "@patchlm/testing";
-import { Objective } from "../src";
+import { Objective, Patches, PatchStrategy } from "../src";
 
 const cfg = Either.getOrThrow(
   Config.decodeConfig(Config.ModelConfig)("test", { vocabSize: 37, dModel: 32, nLayers: 2, nHeads: 4, ffnHidden: 48, contextLength: 16 }),

@@ -13,7 +13,8 @@ import * as tf from "@tensorflow/tfjs";
 import type { Config } from "@patchlm/core";
 import { Loss } from "@patchlm/losses";
 import { Model } from "@patchlm/model";
-import { Patches, PatchStrategy } from "@patchlm/patching";
+import * as Patches from "./Patches";
+import * as PatchStrategy from "./PatchStrategy";
 
 export interface Spec {
   readonly cfg: Config.ModelConfig;
