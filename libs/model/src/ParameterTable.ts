@@ -90,16 +90,13 @@ export const make = (cfg: Config.ModelConfig): ReadonlyArray<ParamSpec> => {
 export const count = (cfg: Config.ModelConfig): number => Params.count(make(cfg));
 
 /**
- * Weights that take part in a matrix multiply per position: every projection plus the output
- * head (the embedding matrix when tied). The input embedding lookup and the norm gains are
- * excluded, as in nanoGPT/PaLM FLOP accounting.
+ * Weights that take part in a matrix multiply per position, read off the table: every 2-D weight
+ * but the input embedding (a lookup), which counts only as the output head when tied. Norm gains
+ * are excluded, as in nanoGPT/PaLM FLOP accounting.
  */
 export const matmulCount = (cfg: Config.ModelConfig): number => {
-  const C = cfg.dModel;
-  const D = Config.headDim(cfg);
-  const attention = C * (cfg.nHeads * D) * 2 + C * (Config.kvHeads(cfg) * D) * 2;
-  const mlp = 3 * C * cfg.ffnHidden;
-  return cfg.nLayers * (attention + mlp) + cfg.vocabSize * C;
+  const head = headName(cfg);
+  return Params.count(make(cfg).filter((p) => p.shape.length === 2 && (p.name !== Names.embedTokens || p.name === head)));
 };
 
 /**
@@ -127,11 +124,3 @@ export const flopsPerPosition = (cfg: Config.ModelConfig, T: number): number =>
  * 256 patches (1,024 tokens) per sequence it is 7.10M.
  */
 export const flopsPerToken = (cfg: Config.ModelConfig, T: number, K = 1): number => flopsPerPosition(cfg, T) / K;
-
-/** Weight-decay groups by name: 2-D weights decay, norm gains do not. */
-export const decayGroups = (
-  table: ReadonlyArray<ParamSpec>,
-): { readonly decay: ReadonlyArray<string>; readonly noDecay: ReadonlyArray<string> } => ({
-  decay: table.filter((p) => p.decay).map((p) => p.name),
-  noDecay: table.filter((p) => !p.decay).map((p) => p.name),
-});

@@ -34,6 +34,8 @@ describe("ParameterTable", () => {
     const k = ParameterTable.make(gqa).find((p) => p.name === "model.layers.3.self_attn.k_proj.weight")!;
     expect(k.shape).toEqual([64, 256]);
     expect(ParameterTable.count(gqa)).toBe(5_261_568 - 4 * 2 * (256 - 64) * 256);
+    // FLOPs read the same table: the smaller k/v projections multiply fewer weights per position
+    expect(ParameterTable.matmulCount(gqa)).toBe(4_210_688 - 4 * 2 * (256 - 64) * 256);
   });
 
   it("uses Hugging Face LLaMA names and [out, in] shapes, in state-dict order", () => {
@@ -56,7 +58,8 @@ describe("ParameterTable", () => {
 
   it("decays 2-D weights (embeddings and lm_head included) and not norm gains", () => {
     const table = ParameterTable.make(Presets.tiny);
-    const { decay, noDecay } = ParameterTable.decayGroups(table);
+    const decay = table.filter((p) => p.decay).map((p) => p.name);
+    const noDecay = table.filter((p) => !p.decay).map((p) => p.name);
     expect(decay).toContain("model.embed_tokens.weight");
     expect(decay).toContain("lm_head.weight");
     expect(noDecay).toEqual([

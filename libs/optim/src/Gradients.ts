@@ -25,24 +25,10 @@ export const globalNorm = (grads: Grads): tf.Scalar => tf.tidy(() => tf.sqrt(Fus
 
 /**
  * The factor torch.nn.utils.clip_grad_norm_ multiplies every gradient by:
- * min(1, maxNorm / (norm + 1e-6)). A tensor, so clipping never waits for the host.
+ * min(1, maxNorm / (norm + 1e-6)). A tensor, so clipping never waits for the host; pass it to
+ * `AdamW.Optimizer.apply` as `gradScale`, which folds it into the moment update (no clipped copies).
  */
 export const clipCoefficient = (norm: tf.Scalar, maxNorm: number): tf.Scalar => {
   if (!(maxNorm > 0)) throw new Error(`clip: maxNorm must be > 0, got ${maxNorm}`);
   return tf.tidy(() => tf.minimum(tf.div(maxNorm, tf.add(norm, 1e-6)), 1) as tf.Scalar);
-};
-
-/**
- * Scale all gradients so their global norm is at most maxNorm (torch clip_grad_norm_ semantics).
- * Returns new gradient tensors and the norm before clipping; the inputs are left alone, and the
- * caller owns and disposes both. To skip the copies, pass `clipCoefficient(globalNorm(g), max)`
- * to `AdamW.Optimizer.apply` as `gradScale` instead.
- */
-export const clipByGlobalNorm = (grads: Grads, maxNorm: number): { grads: Grads; norm: tf.Scalar } => {
-  const norm = globalNorm(grads);
-  const clipped = tf.tidy(() => {
-    const coef = clipCoefficient(norm, maxNorm);
-    return Object.fromEntries(Object.entries(grads).map(([name, g]) => [name, tf.mul(g, coef)]));
-  });
-  return { grads: clipped, norm };
 };

@@ -1,5 +1,7 @@
 /**
- * Patch transforms: token ids (B, K·T) -> patch groups (B,T,K) and next-patch targets (B,T−1,K).
+ * Patch transforms: token ids (B, K·T) -> patch groups (B,T,K) and next-patch targets (B,T−1,K);
+ * patch i sits at position i, not i·K (docs/method.md §1.3, §8 TV3): the decoder runs over the T
+ * patches at positions 0..T−1.
  *
  * Patches are K contiguous, non-overlapping tokens starting at token 0 of each sequence, with no
  * regard for document or word boundaries (docs/method.md §1.1). The output at patch j is scored
@@ -33,35 +35,6 @@ export class PatchError extends Schema.TaggedError<PatchError>()("PatchError", {
 export const patchCount = (length: number, K: number): Either.Either<number, PatchError> => {
   if (!Number.isInteger(K) || K < 1) throw new Error(`patch size K must be a positive integer, got ${K}`);
   return length % K === 0 ? Either.right(length / K) : Either.left(new PatchError({ reason: "LengthNotDivisible", length, patchSize: K }));
-};
-
-/** One batch cut into patches. Arrays are row-major. */
-export interface PatchBatch {
-  readonly B: number;
-  /** Patches per sequence. */
-  readonly T: number;
-  readonly K: number;
-  /** (B,T,K) the tokens of each patch; the same order as the (B, K·T) ids. */
-  readonly groups: Int32Array;
-  /** (B,T−1,K) row (b,j) holds the tokens of patch j+1: the targets of the output at patch j. */
-  readonly targets: Int32Array;
-  /** (T) the RoPE position of each patch, 0..T−1: patch i sits at position i, not i·K (docs/method.md §1.3, §8 TV3). */
-  readonly positions: Int32Array;
-}
-
-/** Cut ids (B, K·T), row-major, into patches. */
-export const patchify = (ids: Int32Array, B: number, K: number): Either.Either<PatchBatch, PatchError> => {
-  if (!Number.isInteger(B) || B < 1 || ids.length % B !== 0) {
-    throw new Error(`patchify: ${ids.length} ids do not form ${B} sequences`);
-  }
-  const L = ids.length / B;
-  return Either.map(patchCount(L, K), (T) => {
-    const targets = new Int32Array(B * (T - 1) * K);
-    for (let b = 0; b < B; b++) targets.set(ids.subarray(b * L + K, (b + 1) * L), b * (L - K));
-    const positions = new Int32Array(T);
-    for (let i = 0; i < T; i++) positions[i] = i;
-    return { B, T, K, groups: ids.slice(), targets, positions };
-  });
 };
 
 const patchCountOrThrow = (ids: tf.Tensor2D, K: number): number =>

@@ -6,14 +6,13 @@ import type { Phase, PhasePlan } from "./PhasePlan";
  * tokensPerStep / K positions, a token-phase step tokensPerStep positions.
  */
 
-/** Cost of patch-level training relative to token-only training: λ/K + 1 − λ (paper §2). */
-export const relativeCost = (K: number, lambda: number): number => lambda / K + 1 - lambda;
-
 /**
- * The data budget D (raw tokens) that a compute budget C (in token-equivalents, i.e. positions)
- * buys: D = C / (λ/K + 1 − λ). Paper §3.5 fixed compute: C = 56.25B, K = 4, λ = 1/2 → D = 90B.
+ * Cost of patch-level training relative to token-only training: λ/K + 1 − λ (paper §2,
+ * docs/method.md TV11). A compute budget C (token-equivalents) buys D = C / relativeCost raw
+ * tokens: C = 56.25B, K = 4, λ = 1/2 reads 90B. `PhasePlan.relativeCost` is the same quantity
+ * over a plan's whole (rounded) steps.
  */
-export const tokensForCompute = (compute: number, K: number, lambda: number): number => compute / relativeCost(K, lambda);
+export const relativeCost = (K: number, lambda: number): number => lambda / K + 1 - lambda;
 
 /** FLOPs of one model position, the same in both phases or given per phase. */
 export type FlopsPerPosition = number | { readonly patch: number; readonly token: number };
@@ -31,22 +30,9 @@ const sumOverSteps = (plan: PhasePlan, steps: number, perStep: (phase: Phase) =>
   return (inPatch > 0 ? inPatch * perStep("patch") : 0) + (steps > inPatch ? (steps - inPatch) * perStep("token") : 0);
 };
 
-/** Model positions processed by the first `steps` global steps. */
-export const positionsBefore = (plan: PhasePlan, steps: number): number =>
-  sumOverSteps(plan, steps, (phase) => plan[phase].positionsPerStep);
-
 /** Cumulative FLOPs after the first `steps` global steps (0 ≤ steps ≤ totalSteps). */
 export const flopsBefore = (plan: PhasePlan, steps: number, f: FlopsPerPosition): number =>
   sumOverSteps(plan, steps, (phase) => flopsPerStep(plan, phase, f));
-
-/** Raw tokens read by the first `steps` global steps (equal tokens per step in both phases). */
-export const tokensBefore = (plan: PhasePlan, steps: number): number => {
-  checkSteps(plan, steps);
-  return steps * plan.tokensPerStep;
-};
-
-/** FLOPs of the whole plan. */
-export const totalFlops = (plan: PhasePlan, f: FlopsPerPosition): number => flopsBefore(plan, plan.totalSteps, f);
 
 const checkSteps = (plan: PhasePlan, steps: number): void => {
   if (!Number.isInteger(steps) || steps < 0 || steps > plan.totalSteps) {

@@ -22,13 +22,13 @@ describe("Compute.relativeCost (TV11: λ/K + 1 − λ)", () => {
   });
 });
 
-describe("Compute.tokensForCompute (TV11 fixed compute C = 56.25B, K = 4)", () => {
+describe("Compute.relativeCost at a fixed compute (TV11: C = 56.25B, K = 4, D = C / cost)", () => {
   it.each([
     [0, 56.25e9],
     [1 / 2, 90e9],
     [2 / 3, 112.5e9],
   ])("λ = %p reads D = %p tokens", (lambda, D) => {
-    expectClose(Compute.tokensForCompute(56.25e9, 4, lambda), D, { rtol: 1e-12, atol: 0 });
+    expectClose(56.25e9 / Compute.relativeCost(4, lambda), D, { rtol: 1e-12, atol: 0 });
   });
 });
 
@@ -50,17 +50,16 @@ describe("Compute FLOPs accounting", () => {
     expect(Compute.flopsPerStep(plan, "patch", { patch: 90, token: 100 })).toBe(16 * 90);
   });
 
-  it("accumulates FLOPs, positions and tokens up to a global step", () => {
+  it("accumulates FLOPs up to a global step", () => {
     expect([0, 1, 5, 6, 10].map((s) => Compute.flopsBefore(plan, s, 100))).toEqual([0, 1600, 8000, 14400, 40000]);
-    expect([0, 5, 10].map((s) => Compute.positionsBefore(plan, s))).toEqual([0, 80, 400]);
-    expect(Compute.tokensBefore(plan, 7)).toBe(448);
-    expect(Compute.totalFlops(plan, { patch: 90, token: 100 })).toBe(5 * 16 * 90 + 5 * 64 * 100);
-    // realized cost of the plan: positions against token-only training of the same tokens
-    expect(Compute.positionsBefore(plan, 10) / (10 * 64)).toBe(Compute.relativeCost(4, 0.5));
+    expect(Compute.flopsBefore(plan, 10, { patch: 90, token: 100 })).toBe(5 * 16 * 90 + 5 * 64 * 100);
+    // realized cost of the plan: FLOPs against token-only training of the same tokens
+    expect(Compute.flopsBefore(plan, 10, 1) / (10 * 64)).toBe(Compute.relativeCost(4, 0.5));
+    expect(plan.relativeCost).toBe(Compute.relativeCost(4, 0.5));
   });
 
   it("rejects step counts outside the plan", () => {
     expect(() => Compute.flopsBefore(plan, 11, 1)).toThrow(RangeError);
-    expect(() => Compute.tokensBefore(plan, -1)).toThrow(RangeError);
+    expect(() => Compute.flopsBefore(plan, -1, 1)).toThrow(RangeError);
   });
 });

@@ -103,9 +103,11 @@ describe.each(["cpu", "wasm"])("Step on %s", (backend) => {
                 const logits = Model.forward(params, cfg, ids);
                 return Loss.tokenCrossEntropy(tf.slice(logits, [0, 0, 0], [2, 11, V]), tf.slice(ids, [0, 1], [2, 11]));
               });
-              const clipped = Gradients.clipByGlobalNorm(grads, maxGradNorm);
-              optimizer.apply(clipped.grads, 3e-3);
-              norms.push(clipped.norm.dataSync()[0], value.dataSync()[0]);
+              // torch clip_grad_norm_ as scaled copies of the gradients, then a plain AdamW step
+              const norm = Gradients.globalNorm(grads);
+              const coef = Gradients.clipCoefficient(norm, maxGradNorm);
+              optimizer.apply(Object.fromEntries(Object.entries(grads).map(([name, g]) => [name, tf.mul(g, coef)])), 3e-3);
+              norms.push(norm.dataSync()[0], value.dataSync()[0]);
             });
           } else {
             const r = step(ids, 3e-3);
