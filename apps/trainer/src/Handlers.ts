@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { FileSystem } from "@effect/platform";
 import { Console, Effect, Layer, Option, Stream } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
-import { Checkpoint } from "@patchlm/checkpoint";
+import { Checkpoint, RunLock } from "@patchlm/checkpoint";
 import { ConfigError } from "@patchlm/core";
 import { Corpus, CorpusError, Prepare, Split } from "@patchlm/data";
 import { Documents } from "@patchlm/eval";
@@ -150,7 +150,11 @@ const checkRunTokenizer = Effect.fn("trainer.checkRunTokenizer")(function* (runD
   );
 });
 
-/** Run (or resume) training with the run's sinks, progress bar and backend; then plot. */
+/**
+ * Run (or resume) training with the run's sinks, progress bar and backend; then plot. The run
+ * directory is this process's from start to end (RunLock): a second train or resume of it fails
+ * naming this one.
+ */
 export const runTraining = Effect.fn("trainer.runTraining")(function* (
   config: RunConfig.RunConfig,
   opts: { readonly resume: boolean; readonly maxSteps?: number; readonly backend?: RunConfig.RunConfig["backend"] },
@@ -158,10 +162,9 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
   const backend = yield* ComputeBackend.make({ backend: opts.backend ?? config.backend });
   const runDir = path.resolve(config.runsDir, config.name);
   const plan = yield* Setup.phasePlan(config);
-  if (!opts.resume && !fs.existsSync(path.join(runDir, Checkpoint.LATEST_FILE))) {
-    fs.mkdirSync(runDir, { recursive: true });
-    yield* RunFiles.copyTokenizer(config.data, runDir);
-  }
+  if (!opts.resume) fs.mkdirSync(runDir, { recursive: true });
+  yield* RunLock.acquire(runDir);
+  if (!opts.resume && !fs.existsSync(path.join(runDir, Checkpoint.LATEST_FILE))) yield* RunFiles.copyTokenizer(config.data, runDir);
   if (opts.resume) yield* checkRunTokenizer(runDir, config.data);
   const peakFlops = backend.peakGflops === undefined ? undefined : backend.peakGflops * 1e9;
   // Only the step, for the progress bar: the listing reads no tensors (the trainer loads them).
@@ -181,7 +184,7 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
   }).pipe(Effect.provide(services));
   yield* finishRun(runDir, config, summary);
   return summary;
-});
+}, Effect.scoped);
 
 /** After a run (or a part of one): the loss figure and a summary file. */
 const finishRun = Effect.fn("trainer.finishRun")(function* (runDir: string, config: RunConfig.RunConfig, summary: Trainer.Summary) {

@@ -4,6 +4,7 @@ import { FileSystem } from "@effect/platform";
 import type { PlatformError } from "@effect/platform/Error";
 import { Effect, Either, Schema, Stream } from "effect";
 import { Config } from "@patchlm/core";
+import * as RunLock from "./RunLock";
 import * as Safetensors from "./Safetensors";
 import { fileError, syncDirectory, writeSynced } from "./internal/Io";
 import { findNonFinite } from "./internal/Finite";
@@ -16,7 +17,8 @@ import { findNonFinite } from "./internal/Finite";
  * Crash safety: a checkpoint is written into a `.tmp-*` directory, every file fsynced, then renamed
  * into place. `latest` is replaced by writing a temp file and renaming it. A crash at any point
  * leaves the previous checkpoint and `latest` intact. A half-written `.tmp-*` directory is ignored
- * by `load` and removed by the next `save`. One process writes a run directory at a time.
+ * by `load` and removed by the next `save` of the process that holds the run's lock (RunLock).
+ * One process writes a run directory at a time.
  */
 
 export const FORMAT_VERSION = 1;
@@ -156,9 +158,19 @@ export const latestName = Effect.fn("Checkpoint.latestName")(function* (runDir: 
   return name;
 });
 
-/** Remove `.tmp-*` leftovers of interrupted saves. */
+/** The pid in a temp name: `.tmp-<what>-<pid>-<8 hex>`. */
+const TEMP_OWNER = /-(\d+)-[0-9a-f]{8}$/;
+
+/**
+ * Remove the `.tmp-*` leftovers of interrupted saves that are provably stale: all of them while
+ * this process holds the run's lock (a live writer would hold it), else only this process's own. A
+ * temp file of another process that may be writing right now is left alone.
+ */
 export const cleanup = Effect.fn("Checkpoint.cleanup")(function* (runDir: string) {
-  const stale = (yield* io(runDir, "read", (fs) => fs.readDirectory(runDir))).filter((n) => n.startsWith(TEMP_PREFIX));
+  const owned = RunLock.heldHere(runDir);
+  const stale = (yield* io(runDir, "read", (fs) => fs.readDirectory(runDir))).filter(
+    (n) => n.startsWith(TEMP_PREFIX) && (owned || TEMP_OWNER.exec(n)?.[1] === String(process.pid)),
+  );
   for (const n of stale) yield* io(join(runDir, n), "write", (fs) => fs.remove(join(runDir, n), { recursive: true }));
   return stale;
 });

@@ -7,7 +7,7 @@ import { SystemError } from "@effect/platform/Error";
 import { NodeFileSystem } from "@effect/platform-node";
 import { Effect, Layer } from "effect";
 import { runTestFailure, runTestWith } from "@patchlm/testing";
-import { Checkpoint, Safetensors } from "../src";
+import { Checkpoint, RunLock, Safetensors } from "../src";
 
 const run = runTestWith(NodeFileSystem.layer);
 const fail = <A, E>(e: Effect.Effect<A, E, FileSystem.FileSystem>) => runTestFailure(Effect.provide(e, NodeFileSystem.layer));
@@ -164,13 +164,15 @@ describe("Checkpoint atomicity", () => {
     expect((await run(Checkpoint.load(join(runDir, "step-00000030")))).manifest.step).toBe(30);
   });
 
-  it("ignores a half-written temp directory when loading", async () => {
+  it("ignores a half-written temp directory when loading; the holder of the run's lock removes it", async () => {
     await run(Checkpoint.save(runDir, input(10)));
-    const partial = join(runDir, ".tmp-step-00000020-999-dead");
+    const partial = join(runDir, ".tmp-step-00000020-999-deadbeef");
     mkdirSync(partial);
     writeFileSync(join(partial, "model.safetensors"), new Uint8Array(100));
     expect((await run(Checkpoint.load(runDir))).manifest.step).toBe(10);
-    expect(await run(Checkpoint.cleanup(runDir))).toEqual([".tmp-step-00000020-999-dead"]);
+    // Another process's: without the lock, it may be a save in progress.
+    expect(await run(Checkpoint.cleanup(runDir))).toEqual([]);
+    expect(await run(Effect.scoped(Effect.zipRight(RunLock.acquire(runDir), Checkpoint.cleanup(runDir))))).toEqual([".tmp-step-00000020-999-deadbeef"]);
     expect(existsSync(partial)).toBe(false);
   });
 });

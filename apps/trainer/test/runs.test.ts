@@ -1,0 +1,127 @@
+/**
+ * Who owns a run directory, and what a command leaves in it: real trainer processes on real run
+ * directories (issue 16: D5 run lock).
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Processes } from "@patchlm/testing";
+
+jest.setTimeout(240_000);
+
+const main = Processes.appMain("trainer");
+const env = { ...process.env, PATCHLM_BACKEND: "cpu", FORCE_COLOR: "0" };
+let root: string;
+
+const trainer = (args: ReadonlyArray<string>) => Processes.runTs(main, args, { cwd: root, env });
+const started: Array<Processes.Started> = [];
+const start = (args: ReadonlyArray<string>) => {
+  const s = Processes.startTs(main, args, { cwd: root, env });
+  started.push(s);
+  return s;
+};
+const runDir = (name: string) => path.join(root, "runs", name);
+const latest = (name: string): string | undefined => {
+  const f = path.join(runDir(name), "latest");
+  return fs.existsSync(f) ? fs.readFileSync(f, "utf8").trim() : undefined;
+};
+const errorLines = (stderr: string) => stderr.split("\n").filter((l) => l.startsWith("error:"));
+
+/** A small run: 128 tokens a step, a checkpoint every 2 steps, 256 steps in all. */
+const trainArgs = (name: string, extra: ReadonlyArray<string> = []) => [
+  "train",
+  "--name", name,
+  "--data", "data",
+  "--preset", "tiny",
+  "--patch-size", "4",
+  "--tokens", "32768",
+  "--batch-tokens", "128",
+  "--seq-len", "16",
+  "--warmup", "2",
+  "--set", "checkpointEvery=2",
+  "--set", "evalEvery=0",
+  "--set", "logEvery=1",
+  ...extra,
+];
+
+beforeAll(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-runs-"));
+  const corpus = path.join(root, "corpus");
+  fs.mkdirSync(corpus);
+  for (let d = 0; d < 6; d++) {
+    fs.writeFileSync(path.join(corpus, `d${d}.txt`), Array.from({ length: 60 }, (_, i) => `Line ${i} of document ${d}: the quick brown fox.`).join("\n"));
+  }
+  const r = trainer(["prepare", "--corpus", "corpus", "--out", "data", "--tokenizer", "bytes", "--val-fraction", "0.2"]);
+  expect(r.status).toBe(0);
+});
+afterAll(async () => {
+  for (const s of started) if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill("SIGKILL");
+  await Promise.all(started.map((s) => s.exit));
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+// reliability D5: two `train` on one name, or `resume` during a run, both proceeded; one died on a
+// temp path the other removed, and metrics.jsonl interleaved.
+describe("one process owns a run directory", () => {
+  it("a second train or a resume of a running run is refused, naming the holder's pid and host", async () => {
+    // No checkpoint until it stops: a second `train` finds no `latest` either.
+    const first = start(trainArgs("dual", ["--set", "checkpointEvery=100000"]));
+    await Processes.waitFor(() => /step +1\//.test(first.output()), "a first step");
+    for (const args of [[...trainArgs("dual"), "--max-steps", "3"], ["resume", "dual", "--max-steps", "2"]]) {
+      const second = trainer(args);
+      expect(errorLines(second.stderr)).toEqual([
+        expect.stringMatching(new RegExp(`^error: .*runs/dual: in use by pid ${first.child.pid} on ${os.hostname()} since .*kill -TERM ${first.child.pid}`)),
+      ]);
+      expect(second.status).toBe(1);
+    }
+    const lock = JSON.parse(fs.readFileSync(path.join(runDir("dual"), "lock"), "utf8")) as { pid: number; host: string };
+    expect(lock).toMatchObject({ pid: first.child.pid, host: os.hostname() });
+    // The first run never noticed: it stops cleanly when asked, and its lock goes with it.
+    first.child.kill("SIGTERM");
+    expect(await first.exit).toBe(0);
+    expect(first.output()).not.toMatch(/error:/);
+    expect(fs.existsSync(path.join(runDir("dual"), "lock"))).toBe(false);
+    const steps = fs
+      .readFileSync(path.join(runDir("dual"), "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { step: number }).step);
+    expect(steps).toEqual(steps.map((_, i) => i + 1));
+    const resumed = trainer(["resume", "dual", "--max-steps", "1"]);
+    expect(resumed.status).toBe(0);
+  });
+
+  it("a lock left by a killed run is stale: resume takes it over and says so", async () => {
+    const run = start(trainArgs("stale"));
+    await Processes.waitFor(() => latest("stale") !== undefined, "a first checkpoint");
+    run.child.kill("SIGKILL");
+    await run.exit;
+    const lock = JSON.parse(fs.readFileSync(path.join(runDir("stale"), "lock"), "utf8")) as { pid: number };
+    expect(lock.pid).toBe(run.child.pid);
+    const resumed = trainer(["resume", "stale", "--max-steps", "1"]);
+    expect(resumed.stderr).toMatch(new RegExp(`WARN .*runs/stale: took over the stale lock of pid ${run.child.pid} on ${os.hostname()} .*: it is no longer running`));
+    expect(resumed.status).toBe(0);
+    expect(fs.existsSync(path.join(runDir("stale"), "lock"))).toBe(false);
+  });
+
+  it("a lock whose holder is alive, or on another host, is never taken: the error says how to clear it", () => {
+    const r = trainer([...trainArgs("held"), "--max-steps", "2"]);
+    expect(r.status).toBe(0);
+    const file = path.join(runDir("held"), "lock");
+    const holder = { pid: process.pid, host: os.hostname(), startedAt: "2020-01-01T00:00:00.000Z", command: "something else", token: "t" };
+    fs.writeFileSync(file, JSON.stringify(holder));
+    const alive = trainer(["resume", "held", "--max-steps", "1"]);
+    expect(errorLines(alive.stderr)).toEqual([expect.stringMatching(new RegExp(`in use by pid ${process.pid} on .*something else.*remove .*runs/held/lock$`))]);
+    expect(alive.status).toBe(1);
+    fs.writeFileSync(file, JSON.stringify({ ...holder, host: "elsewhere.example", pid: 999_999 }));
+    const remote = trainer(["resume", "held", "--max-steps", "1"]);
+    expect(errorLines(remote.stderr)).toEqual([
+      expect.stringMatching(/in use by pid 999999 on elsewhere\.example .*whether elsewhere\.example still runs it; if no process there uses this run, remove .*runs\/held\/lock$/),
+    ]);
+    expect(remote.status).toBe(1);
+    fs.writeFileSync(file, "{ half a lo");
+    const garbled = trainer(["resume", "held", "--max-steps", "1"]);
+    expect(errorLines(garbled.stderr)).toEqual([expect.stringMatching(/runs\/held\/lock: not a run lock \(not JSON.*remove .*runs\/held\/lock$/)]);
+    expect(latest("held")).toBe("step-00000002");
+  });
+});
