@@ -53,7 +53,7 @@ export const tokenizerDirFor = (runDir: string, override: string | undefined): E
 
 export interface Opened {
   readonly cfg: Config.ModelConfig;
-  readonly params: Model.Params;
+  readonly params: Model.Weights;
   readonly manifest: Checkpoint.Manifest;
   /** The step directory. */
   readonly dir: string;

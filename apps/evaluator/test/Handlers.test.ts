@@ -43,7 +43,7 @@ const docs = [
 const corpusDir = path.join(root, "corpus");
 const dataDir = path.join(root, "data");
 const runDir = path.join(root, "run");
-let params: Model.Params;
+let params: Model.Weights;
 
 const saveCheckpoint = (dir: string, step: number, tokenizerHash: string) =>
   provide(

@@ -75,7 +75,7 @@ export interface ModelScorerOptions {
 
 /** A scorer that runs the model: requests sorted longest first, batched, padded per batch. */
 export const modelScorer =
-  (params: Model.Params, cfg: Config.ModelConfig, options: ModelScorerOptions = {}): Scorer =>
+  (params: Model.Weights, cfg: Config.ModelConfig, options: ModelScorerOptions = {}): Scorer =>
   (requests) => {
     const window = options.window ?? cfg.contextLength;
     const batchSize = options.batchSize ?? 16;

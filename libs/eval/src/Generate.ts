@@ -124,7 +124,7 @@ const lastRow = (z: tf.Tensor3D): Float32Array => {
  * Options out of range fail the stream with a ConfigError before anything runs.
  */
 export const events = (
-  params: Model.Params,
+  params: Model.Weights,
   cfg: Config.ModelConfig,
   tokenizer: Tokenizer.Service,
   prompt: string,

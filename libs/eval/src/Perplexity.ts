@@ -70,7 +70,7 @@ export interface PerWindow {
  * windows. `onBatch` is told the targets scored so far, for progress display.
  */
 export const windowNll = (
-  params: Model.Params,
+  params: Model.Weights,
   cfg: Config.ModelConfig,
   tokens: ArrayLike<number>,
   options: WindowOptions = {},
@@ -104,7 +104,7 @@ export const windowNll = (
 
 /** Summed NLL of every target of one token stream (see `windowNll`). */
 export const streamNll = (
-  params: Model.Params,
+  params: Model.Weights,
   cfg: Config.ModelConfig,
   tokens: ArrayLike<number>,
   options: WindowOptions = {},
@@ -217,7 +217,7 @@ export const result = (s: Score.NllSum, bytes: number): Result => {
  * is ln K, not 0, so it is **not comparable** with token-level loss (docs/method.md §2.3).
  */
 export const patchLoss = (
-  params: Model.Params,
+  params: Model.Weights,
   cfg: Config.ModelConfig,
   tokens: ArrayLike<number>,
   K: number,

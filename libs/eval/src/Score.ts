@@ -8,7 +8,7 @@ import type { Config } from "@patchlm/core";
 import { Model } from "@patchlm/model";
 
 /** log p(ids[:, t+1] | ids[:, ..t]) for every t: (B,L−1) <- ids (B,L) int32. */
-export const nextTokenLogProbs = (params: Model.Params, cfg: Config.ModelConfig, ids: tf.Tensor2D): tf.Tensor2D =>
+export const nextTokenLogProbs = (params: Model.Weights, cfg: Config.ModelConfig, ids: tf.Tensor2D): tf.Tensor2D =>
   tf.tidy(() => {
     const [B, L] = ids.shape;
     const V = cfg.vocabSize;
@@ -42,7 +42,7 @@ export const summarize = (s: NllSum): { readonly loss: number; readonly ppl: num
  * NLL of every next token of `rows` windows of length L (row-major Int32Array). One host read per
  * call: evaluation is not on the training hot path.
  */
-export const windowNll = (params: Model.Params, cfg: Config.ModelConfig, tokens: Int32Array, rows: number, L: number): NllSum => {
+export const windowNll = (params: Model.Weights, cfg: Config.ModelConfig, tokens: Int32Array, rows: number, L: number): NllSum => {
   const sum = tf.tidy(() => {
     const ids = tf.tensor2d(tokens, [rows, L], "int32");
     return tf.neg(tf.sum(nextTokenLogProbs(params, cfg, ids)));
@@ -59,7 +59,7 @@ export const windowNll = (params: Model.Params, cfg: Config.ModelConfig, tokens:
  * predicts T tokens (lm-eval's `inp = (ctx + cont)[-(max_length+1):][:-1]`).
  */
 export const targetLogProbs = (
-  params: Model.Params,
+  params: Model.Weights,
   cfg: Config.ModelConfig,
   inputs: tf.Tensor2D,
   targets: tf.Tensor2D,
@@ -98,7 +98,7 @@ export interface RowScore {
  * longest (causal attention never lets a position see the padding after it), and the results are
  * cut back to each row's length. One host read per call.
  */
-export const scoreRows = (params: Model.Params, cfg: Config.ModelConfig, rows: ReadonlyArray<Row>): Array<RowScore> => {
+export const scoreRows = (params: Model.Weights, cfg: Config.ModelConfig, rows: ReadonlyArray<Row>): Array<RowScore> => {
   if (rows.length === 0) return [];
   const T = Math.max(...rows.map((r) => r.input.length));
   if (T === 0) return rows.map(() => ({ logprobs: new Float32Array(0), greedy: new Uint8Array(0) }));

@@ -6,7 +6,7 @@ import { Perplexity, Score } from "../src";
 import { tinyCfg as cfg } from "./helpers";
 
 /** log p(tokens[t] | tokens[from..t−1]) by a direct forward over exactly that context. */
-const directLogProb = (params: Model.Params, tokens: Int32Array, from: number, t: number): number =>
+const directLogProb = (params: Model.Weights, tokens: Int32Array, from: number, t: number): number =>
   tf.tidy(() => {
     const n = t - from;
     const inputs = tf.tensor2d(tokens.slice(from, t), [1, n], "int32");

@@ -9,7 +9,7 @@ import { tinyCfg as cfg } from "./helpers";
 const tokenizer = Bytes.make();
 
 /** Full-forward logits of the last position (no cache). */
-const lastLogits = (params: Model.Params, ids: ReadonlyArray<number>): Float32Array =>
+const lastLogits = (params: Model.Weights, ids: ReadonlyArray<number>): Float32Array =>
   tf.tidy(() => {
     const z = Model.forward(params, cfg, tf.tensor2d([...ids], [1, ids.length], "int32"));
     return tf.slice(z, [0, ids.length - 1, 0], [1, 1, cfg.vocabSize]).dataSync() as Float32Array;

@@ -19,7 +19,7 @@ import { Names, headName, make as makeTable, type LayerNames } from "./Parameter
  */
 
 /** The model's variables keyed by parameter-table name. */
-export type Params = { readonly [name: string]: tf.Variable };
+export type Weights = { readonly [name: string]: tf.Variable };
 
 export { KvCache };
 
@@ -39,7 +39,7 @@ const streamSeed = (seed: number, name: string): number => {
 };
 
 /** Variables for any parameter table (the model's, or a patch strategy's extra parameters). */
-export const materialize = (table: ReadonlyArray<ParamSpec>, seed: number): Params => {
+export const materialize = (table: ReadonlyArray<ParamSpec>, seed: number): Weights => {
   const out: Record<string, tf.Variable> = {};
   for (const spec of table) {
     if (out[spec.name] !== undefined) throw new Error(`duplicate parameter name ${spec.name}`);
@@ -58,14 +58,14 @@ export const materialize = (table: ReadonlyArray<ParamSpec>, seed: number): Para
 };
 
 /** Fresh parameters: N(0, initStd) for weights, ones for norm gains, deterministic in `seed`. */
-export const init = (cfg: Config.ModelConfig, seed: number): Params => materialize(makeTable(cfg), seed);
+export const init = (cfg: Config.ModelConfig, seed: number): Weights => materialize(makeTable(cfg), seed);
 
 /** Free every variable. */
-export const dispose = (params: Params): void => {
+export const dispose = (params: Weights): void => {
   for (const v of Object.values(params)) v.dispose();
 };
 
-const param = (params: Params, name: string): tf.Variable => {
+const param = (params: Weights, name: string): tf.Variable => {
   const p = params[name];
   if (p === undefined) throw new Error(`missing parameter ${name}`);
   return p;
@@ -92,7 +92,7 @@ const lookup = (table: tf.Tensor2D, flatIds: tf.Tensor1D): tf.Tensor2D => {
 };
 
 /** Token embeddings: (B,T,C) <- ids (B,T) int32. */
-export const embed = (params: Params, cfg: Config.ModelConfig, ids: tf.Tensor2D): tf.Tensor3D => {
+export const embed = (params: Weights, cfg: Config.ModelConfig, ids: tf.Tensor2D): tf.Tensor3D => {
   if (ids.dtype !== "int32") throw new Error(`Model.embed: ids must be int32, got ${ids.dtype}`);
   const [B, T] = ids.shape;
   return tf.tidy(() => {
@@ -121,7 +121,7 @@ interface StackContext {
 const attention = (
   x: tf.Tensor2D,
   n: LayerNames,
-  params: Params,
+  params: Weights,
   cfg: Config.ModelConfig,
   ctx: StackContext,
   l: number,
@@ -157,7 +157,7 @@ const cachedAttention = (qH: tf.Tensor4D, k: tf.Tensor4D, vH: tf.Tensor4D, l: nu
 };
 
 // SwiGLU: down(silu(gate(x)) ⊙ up(x)), silu(g) = g·σ(g)
-const mlp = (x: tf.Tensor2D, n: LayerNames, params: Params): tf.Tensor2D => {
+const mlp = (x: tf.Tensor2D, n: LayerNames, params: Weights): tf.Tensor2D => {
   const g = linear(x, param(params, n.gate));
   const u = linear(x, param(params, n.up));
   return linear(Fused.swiglu(g, u), param(params, n.down));
@@ -169,7 +169,7 @@ const mlp = (x: tf.Tensor2D, n: LayerNames, params: Params): tf.Tensor2D => {
  * With a cache, the new positions' keys and values are appended and the cache advances by T.
  */
 export const hidden = (
-  params: Params,
+  params: Weights,
   cfg: Config.ModelConfig,
   x: tf.Tensor3D,
   opts: HiddenOptions = {},
@@ -211,7 +211,7 @@ export const hidden = (
 };
 
 /** Output logits (B,T,V) <- h (B,T,C), through lm_head or, when tied, the embedding matrix. */
-export const logits = (params: Params, cfg: Config.ModelConfig, h: tf.Tensor3D): tf.Tensor3D => {
+export const logits = (params: Weights, cfg: Config.ModelConfig, h: tf.Tensor3D): tf.Tensor3D => {
   const [B, T, C] = h.shape;
   return tf.tidy(() =>
     tf.reshape(linear(tf.reshape(h, [B * T, C]), param(params, headName(cfg))), [B, T, cfg.vocabSize]),
@@ -219,7 +219,7 @@ export const logits = (params: Params, cfg: Config.ModelConfig, h: tf.Tensor3D):
 };
 
 /** Token-mode forward: logits (B,T,V) <- ids (B,T) int32, positions 0..T−1. */
-export const forward = (params: Params, cfg: Config.ModelConfig, ids: tf.Tensor2D): tf.Tensor3D =>
+export const forward = (params: Weights, cfg: Config.ModelConfig, ids: tf.Tensor2D): tf.Tensor3D =>
   tf.tidy(() => logits(params, cfg, hidden(params, cfg, embed(params, cfg, ids))));
 
 /** An empty KV cache for B sequences of up to maxT positions (default: the context length). */
@@ -233,5 +233,5 @@ export const makeCache = (cfg: Config.ModelConfig, B: number, maxT: number = cfg
  * everything cached; the cache then holds these positions too. T may be a whole prompt (prefill)
  * or 1 (one decode step).
  */
-export const step = (params: Params, cfg: Config.ModelConfig, ids: tf.Tensor2D, cache: KvCache): tf.Tensor3D =>
+export const step = (params: Weights, cfg: Config.ModelConfig, ids: tf.Tensor2D, cache: KvCache): tf.Tensor3D =>
   tf.tidy(() => logits(params, cfg, hidden(params, cfg, embed(params, cfg, ids), { cache })));

@@ -1,4 +1,4 @@
 export * as Model from "./Model";
 export * as ParameterTable from "./ParameterTable";
 export * as Presets from "./Presets";
-export type { Params, HiddenOptions } from "./Model";
+export type { Weights, HiddenOptions } from "./Model";

@@ -34,7 +34,7 @@ const variants: ReadonlyArray<readonly [string, Config.ModelConfig]> = [
  * Parameters with O(1) spread (init's N(0, 0.02) would make every logit nearly equal and the
  * comparison weak): weights uniform in ±0.3, norm gains in [0.6, 1.4].
  */
-const randomParams = (cfg: Config.ModelConfig, seed: number): Model.Params => {
+const randomParams = (cfg: Config.ModelConfig, seed: number): Model.Weights => {
   const params = Model.init(cfg, seed);
   ParameterTable.make(cfg).forEach((spec, i) => {
     const n = spec.shape.reduce((a, b) => a * b, 1);
@@ -44,7 +44,7 @@ const randomParams = (cfg: Config.ModelConfig, seed: number): Model.Params => {
   return params;
 };
 
-const toRef = (params: Model.Params): RefParams =>
+const toRef = (params: Model.Weights): RefParams =>
   Object.fromEntries(Object.entries(params).map(([k, v]) => [k, Float64Array.from(v.dataSync())]));
 
 const log = (label: string, report: { maxAbsDiff: number }) =>
@@ -61,7 +61,7 @@ const meanCrossEntropy = (logits: tf.Tensor3D, targets: Int32Array): tf.Scalar =
   });
 
 /** Gradients of `loss` keyed by parameter name. */
-const gradsByName = (params: Model.Params, loss: () => tf.Scalar): Record<string, tf.Tensor> => {
+const gradsByName = (params: Model.Weights, loss: () => tf.Scalar): Record<string, tf.Tensor> => {
   const byVarName = new Map(Object.entries(params).map(([name, v]) => [v.name, name]));
   const { value, grads } = tf.variableGrads(loss, Object.values(params));
   value.dispose();

@@ -2,7 +2,7 @@ import * as tf from "@tensorflow/tfjs";
 import { Data, Either } from "effect";
 import type { ParamSpec } from "@patchlm/core";
 import { Fused } from "@patchlm/fused";
-import type { Grads, Params } from "./Gradients";
+import type { Grads, Variables } from "./Gradients";
 
 /**
  * AdamW as torch.optim.AdamW (the paper's optimizer, docs/method.md §4): decoupled weight decay
@@ -96,7 +96,7 @@ const velocityName = (name: string) => `${name}.exp_avg_sq`;
  * An AdamW over `params`; `specs` (the model's table plus any extra parameters' specs) says which
  * parameters decay. Every parameter needs a spec; specs without a parameter are ignored.
  */
-export const make = (params: Params, specs: ReadonlyArray<ParamSpec>, options: Partial<Options> = {}): Optimizer => {
+export const make = (params: Variables, specs: ReadonlyArray<ParamSpec>, options: Partial<Options> = {}): Optimizer => {
   const o: Options = { ...defaults, ...options };
   const decayOf = new Map(specs.map((s) => [s.name, s.decay]));
   const slots = new Map<string, Slot>();

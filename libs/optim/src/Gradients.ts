@@ -1,8 +1,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { Fused } from "@patchlm/fused";
 
-/** Trainable variables keyed by parameter-table name (the same shape as @patchlm/model's Params). */
-export type Params = { readonly [name: string]: tf.Variable };
+/** Trainable variables keyed by parameter-table name (the same shape as @patchlm/model's Weights). */
+export type Variables = { readonly [name: string]: tf.Variable };
 
 /** Gradients keyed by parameter name. */
 export type Grads = { readonly [name: string]: tf.Tensor };
@@ -12,7 +12,7 @@ export type Grads = { readonly [name: string]: tf.Tensor };
  * (tf.variableGrads keys them by the engine's variable names). Parameters `loss` does not touch
  * get no entry. The caller owns the returned tensors.
  */
-export const valueAndGrads = (params: Params, loss: () => tf.Scalar): { value: tf.Scalar; grads: Grads } => {
+export const valueAndGrads = (params: Variables, loss: () => tf.Scalar): { value: tf.Scalar; grads: Grads } => {
   const byVariable = new Map(Object.entries(params).map(([name, v]) => [v.name, name]));
   const { value, grads } = tf.variableGrads(loss, Object.values(params));
   const named: Record<string, tf.Tensor> = {};

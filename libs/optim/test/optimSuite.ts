@@ -15,10 +15,10 @@ const initial: Record<string, Float32Array> = {
   "norm.weight": randomFloats(4, 2, 0.5, 1.5),
 };
 
-const makeParams = (): Gradients.Params =>
+const makeParams = (): Gradients.Variables =>
   Object.fromEntries(specs.map((s) => [s.name, tf.variable(tf.tensor(initial[s.name], [...s.shape]))]));
 
-const disposeAll = (p: Gradients.Params) => Object.values(p).forEach((v) => v.dispose());
+const disposeAll = (p: Gradients.Variables) => Object.values(p).forEach((v) => v.dispose());
 
 /** Per-step gradients: arrays of host values, seeded. */
 const gradientsAt = (step: number): Record<string, Float32Array> => ({

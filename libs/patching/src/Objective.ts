@@ -37,9 +37,9 @@ export interface Spec {
  */
 export const lossFor = (
   spec: Spec,
-  params: Model.Params,
+  params: Model.Weights,
   ids: tf.Tensor2D,
-  strategyParams: PatchStrategy.Params = {},
+  strategyParams: PatchStrategy.Weights = {},
 ): tf.Scalar => {
   const { cfg, K } = spec;
   const [B, L] = ids.shape;

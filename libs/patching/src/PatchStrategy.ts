@@ -8,7 +8,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { ParamSpec } from "@patchlm/core";
 
 /** A strategy's own tensors, keyed by their `ParamSpec` names. */
-export type Params = Readonly<Record<string, tf.Tensor>>;
+export type Weights = Readonly<Record<string, tf.Tensor>>;
 
 /**
  * A patch strategy. Implement this in your own code and add it with `Registry.register`.
@@ -32,7 +32,7 @@ export interface PatchStrategy {
    * (B,T,C) <- (B,T,K,C): the patch inputs from the token embeddings of each patch. `params`
    * holds a tensor for every spec of `parameters(C, K)`. Differentiable in both arguments.
    */
-  readonly aggregate: (tokenEmbeds: tf.Tensor4D, params: Params) => tf.Tensor3D;
+  readonly aggregate: (tokenEmbeds: tf.Tensor4D, params: Weights) => tf.Tensor3D;
 }
 
 /** Every strategy parameter's name starts with this. */
@@ -45,7 +45,7 @@ export const paramName = (strategy: string, local: string): string => `${PARAM_P
 export const isStrategyParam = (name: string): boolean => name.startsWith(PARAM_PREFIX);
 
 /** The tensor for `spec` in `params`, checked against its declared shape (a mismatch is a bug). */
-export const param = (strategy: string, params: Params, spec: ParamSpec): tf.Tensor => {
+export const param = (strategy: string, params: Weights, spec: ParamSpec): tf.Tensor => {
   const t = params[spec.name];
   if (t === undefined) throw new Error(`patch strategy "${strategy}" needs parameter ${spec.name}`);
   if (t.shape.length !== spec.shape.length || t.shape.some((d, i) => d !== spec.shape[i])) {

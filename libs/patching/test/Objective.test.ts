@@ -13,7 +13,7 @@ const cfg = Either.getOrThrow(
 const V = cfg.vocabSize;
 
 /** Weights with O(1) spread, so logits differ enough for alignment mistakes to show. */
-const randomParams = (seed: number): Model.Params => {
+const randomParams = (seed: number): Model.Weights => {
   const params = Model.init(cfg, seed);
   ParameterTable.make(cfg).forEach((spec, i) => {
     const n = spec.shape.reduce((a, b) => a * b, 1);
@@ -31,7 +31,7 @@ const lse64 = (row: ArrayLike<number>): number => {
 };
 
 describe.each(["cpu", "wasm"])("Objective on %s", (backend) => {
-  let params: Model.Params;
+  let params: Model.Weights;
   beforeAll(async () => {
     await useBackend(backend);
     params = randomParams(3);

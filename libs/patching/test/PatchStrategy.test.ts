@@ -10,7 +10,7 @@ const X = [
   ],
 ];
 const x4 = () => tf.tensor4d(X);
-const aggregate = (s: PatchStrategy.PatchStrategy, params: PatchStrategy.Params = {}): Array<number> =>
+const aggregate = (s: PatchStrategy.PatchStrategy, params: PatchStrategy.Weights = {}): Array<number> =>
   tf.tidy(() => Array.from(s.aggregate(x4(), params).dataSync()));
 const flat = (nested: ReadonlyArray<unknown>): Array<number> => nested.flat(Infinity) as Array<number>;
 

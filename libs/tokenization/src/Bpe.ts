@@ -44,7 +44,7 @@ export interface TrainOptions {
   readonly specialTokens?: SpecialTokenNames;
 }
 
-export class TrainError extends Schema.TaggedError<TrainError>()("BpeTrainError", {
+export class BpeTrainError extends Schema.TaggedError<BpeTrainError>()("BpeTrainError", {
   reason: Schema.Literal("InvalidOptions", "CorpusTooSmall"),
   detail: Schema.String,
 }) {
@@ -89,7 +89,7 @@ export const train = Effect.fn("Bpe.train")(function* (texts: Iterable<string>, 
 export const trainStream = <E, R>(
   texts: Stream.Stream<string, E, R>,
   options: TrainOptions,
-): Effect.Effect<Model, E | TrainError, R> =>
+): Effect.Effect<Model, E | BpeTrainError, R> =>
   Effect.gen(function* () {
     yield* validate(options);
     const words = new Map<string, number>();
@@ -100,7 +100,7 @@ export const trainStream = <E, R>(
 /** Maximum vocabulary: symbol ids are packed in 21 bits in the trainer and encoder. */
 const MAX_VOCAB = 2 ** 21 - 1;
 
-const validate = (options: TrainOptions): Effect.Effect<void, TrainError> => {
+const validate = (options: TrainOptions): Effect.Effect<void, BpeTrainError> => {
   const problems: Array<string> = [];
   const { vocabSize, minFrequency = 2, specialTokens = defaultSpecialTokens } = options;
   if (!Number.isInteger(vocabSize) || vocabSize < 259 || vocabSize > MAX_VOCAB)
@@ -112,16 +112,16 @@ const validate = (options: TrainOptions): Effect.Effect<void, TrainError> => {
     problems.push(`special token names must be distinct and non-empty, got ${JSON.stringify(names)}`);
   return problems.length === 0
     ? Effect.void
-    : Effect.fail(new TrainError({ reason: "InvalidOptions", detail: problems.join("; ") }));
+    : Effect.fail(new BpeTrainError({ reason: "InvalidOptions", detail: problems.join("; ") }));
 };
 
-const fromWordCounts = (words: ReadonlyMap<string, number>, options: TrainOptions): Effect.Effect<Model, TrainError> =>
+const fromWordCounts = (words: ReadonlyMap<string, number>, options: TrainOptions): Effect.Effect<Model, BpeTrainError> =>
   Effect.gen(function* () {
     const { vocabSize, minFrequency = 2, specialTokens = defaultSpecialTokens } = options;
     const table = learnMerges(words, vocabSize - 259, minFrequency);
     if (table.exhausted)
       return yield* Effect.fail(
-        new TrainError({
+        new BpeTrainError({
           reason: "CorpusTooSmall",
           detail:
             `the corpus (${words.size} distinct words) yields only ${table.tokens.length + 3} tokens from pairs ` +
@@ -151,7 +151,7 @@ const fromWordCounts = (words: ReadonlyMap<string, number>, options: TrainOption
 const trainedJson = (
   table: MergeTable,
   names: SpecialTokenNames,
-): Effect.Effect<Record<string, unknown>, TrainError> => {
+): Effect.Effect<Record<string, unknown>, BpeTrainError> => {
   const text = (symbol: number): string => bytesToSymbols(table.tokens[symbol]);
   // Symbols 0..255 keep their ids; learned symbols move up by 3 to make room for the specials.
   const vocab: Record<string, number> = {};
@@ -162,7 +162,7 @@ const trainedJson = (
     const key = text(symbol);
     if (key in vocab)
       return Effect.fail(
-        new TrainError({ reason: "InvalidOptions", detail: `special token name ${JSON.stringify(key)} is also a learned token` }),
+        new BpeTrainError({ reason: "InvalidOptions", detail: `special token name ${JSON.stringify(key)} is also a learned token` }),
       );
     vocab[key] = symbol + 3;
   }

@@ -133,7 +133,7 @@ export const tokenizerLayer = (dir: string): Layer.Layer<Tokenizer.Tokenizer, Fi
 export interface LoadedModel {
   readonly cfg: Config.ModelConfig;
   /** The model's variables; the caller disposes them (`Model.dispose`). */
-  readonly params: Model.Params;
+  readonly params: Model.Weights;
   readonly manifest: Checkpoint.Manifest;
   /** The step directory. */
   readonly dir: string;

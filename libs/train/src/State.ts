@@ -15,9 +15,9 @@ export interface State {
   phase: "patch" | "token";
   readonly cfg: Config.ModelConfig;
   readonly table: ReadonlyArray<ParamSpec>;
-  readonly params: Model.Params;
+  readonly params: Model.Weights;
   /** The strategy's extra parameters while in the patch phase; empty in the token phase. */
-  strategyParams: Model.Params;
+  strategyParams: Model.Weights;
   strategySpecs: ReadonlyArray<ParamSpec>;
   optimizer: AdamW.Optimizer;
 }

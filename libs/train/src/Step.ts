@@ -20,7 +20,7 @@ export interface Options {
   /** Default the paper's `mean`; never called when K = 1. */
   readonly strategy?: PatchStrategy.PatchStrategy;
   /** The model's variables. */
-  readonly params: Model.Params;
+  readonly params: Model.Weights;
   /**
    * The strategy's extra parameters as variables (`Model.materialize(strategy.parameters(C, K), seed)`),
    * trained with the model. None when K = 1: they are dropped at the switch to token level.

@@ -28,13 +28,13 @@ const read = (t: tf.Tensor): number => {
   return v;
 };
 
-const snapshot = (params: Model.Params): Record<string, Array<number>> =>
+const snapshot = (params: Model.Weights): Record<string, Array<number>> =>
   Object.fromEntries(Object.entries(params).map(([k, v]) => [k, Array.from(v.dataSync())]));
 
 /** A fresh model and optimizer, freed after `body`. */
 const withModel = async <A>(
   seed: number,
-  body: (params: Model.Params, optimizer: AdamW.Optimizer) => A | Promise<A>,
+  body: (params: Model.Weights, optimizer: AdamW.Optimizer) => A | Promise<A>,
   c: Config.ModelConfig = cfg,
 ): Promise<A> => {
   const params = Model.init(c, seed);
