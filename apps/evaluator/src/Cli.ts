@@ -3,18 +3,20 @@
  * its handler in Handlers.ts.
  */
 import { Args, Command, Options } from "@effect/cli";
+import { defaultTo } from "@patchlm/core";
+import { ComputeBackend } from "@patchlm/backend";
 import * as Handlers from "./Handlers";
 
-const backend = Options.choice("backend", ["auto", "tensorflow", "native", "wasm", "cpu"]).pipe(
+const backend = Options.choice("backend", ["auto", ...ComputeBackend.BackendName.literals]).pipe(
   Options.withDescription("compute backend (default: PATCHLM_BACKEND, then the best available)"),
-  Options.withDefault("auto" as const),
+  defaultTo("auto" as const),
 );
 const checkpoint = Args.text({ name: "checkpoint" }).pipe(Args.withDescription("a run directory (its latest checkpoint) or a step-XXXXXXXX directory"));
 const tokenizer = Options.directory("tokenizer").pipe(
   Options.withDescription("directory holding the tokenizer (default: the run directory, then the run's data directory)"),
   Options.optional,
 );
-const batchSize = Options.integer("batch-size").pipe(Options.withDescription("sequences per forward pass"), Options.withDefault(8));
+const batchSize = Options.integer("batch-size").pipe(Options.withDescription("sequences per forward pass"), defaultTo(8));
 const json = Options.boolean("json").pipe(Options.withDescription("print results as JSON lines"));
 
 const ppl = Command.make(
@@ -44,13 +46,14 @@ const tasks = Command.make(
     tasks: Options.text("task").pipe(
       Options.withDescription("a JSONL task file, FORMAT:FILE (hellaswag, piqa, arc, winogrande, lambada), or cloze (the built-in suite); repeatable"),
       Options.repeated,
+      defaultTo([] as ReadonlyArray<string>),
     ),
     data: Options.text("data").pipe(Options.withDescription("prepared data directory for --task cloze (default: the run's data)"), Options.optional),
     tokenizer,
     skipBad: Options.boolean("skip-bad").pipe(Options.withDescription("skip malformed lines and lines missing fields, and count them")),
-    batchSize: Options.integer("batch-size").pipe(Options.withDescription("requests per forward pass"), Options.withDefault(16)),
-    clozeItems: Options.integer("cloze-items").pipe(Options.withDescription("items per cloze task"), Options.withDefault(200)),
-    seed: Options.integer("seed").pipe(Options.withDescription("seed of the cloze suite"), Options.withDefault(0)),
+    batchSize: Options.integer("batch-size").pipe(Options.withDescription("requests per forward pass"), defaultTo(16)),
+    clozeItems: Options.integer("cloze-items").pipe(Options.withDescription("items per cloze task"), defaultTo(200)),
+    seed: Options.integer("seed").pipe(Options.withDescription("seed of the cloze suite"), defaultTo(0)),
     backend,
     json,
   },
@@ -61,15 +64,15 @@ const generate = Command.make(
   "generate",
   {
     checkpoint,
-    prompt: Options.text("prompt").pipe(Options.withDefault("")),
+    prompt: Options.text("prompt").pipe(defaultTo("", "empty")),
     tokenizer,
-    maxNewTokens: Options.integer("max-new-tokens").pipe(Options.withDefault(64)),
-    temperature: Options.float("temperature").pipe(Options.withDefault(1)),
-    topK: Options.integer("top-k").pipe(Options.withDescription("0 keeps every token"), Options.withDefault(0)),
-    topP: Options.float("top-p").pipe(Options.withDescription("nucleus threshold; 1 keeps every token"), Options.withDefault(1)),
-    seed: Options.integer("seed").pipe(Options.withDefault(0)),
+    maxNewTokens: Options.integer("max-new-tokens").pipe(defaultTo(64)),
+    temperature: Options.float("temperature").pipe(defaultTo(1)),
+    topK: Options.integer("top-k").pipe(Options.withDescription("0 keeps every token"), defaultTo(0)),
+    topP: Options.float("top-p").pipe(Options.withDescription("nucleus threshold; 1 keeps every token"), defaultTo(1)),
+    seed: Options.integer("seed").pipe(defaultTo(0)),
     greedy: Options.boolean("greedy").pipe(Options.withDescription("argmax decoding: deterministic")),
-    stop: Options.text("stop").pipe(Options.withDescription("stop before this string; repeatable"), Options.repeated),
+    stop: Options.text("stop").pipe(Options.withDescription("stop before this string; repeatable"), Options.repeated, defaultTo([] as ReadonlyArray<string>)),
     backend,
   },
   (o) => Handlers.generate(o),
@@ -79,11 +82,11 @@ const compare = Command.make(
   "compare",
   {
     runs: Args.text({ name: "run" }).pipe(Args.withDescription("run directories"), Args.repeated),
-    out: Options.text("out").pipe(Options.withDefault("report")),
-    tasks: Options.text("task").pipe(Options.withDescription("tasks for the table (files, FORMAT:FILE, or cloze); repeatable"), Options.repeated),
-    maxTokens: Options.integer("max-tokens").pipe(Options.withDescription("validation tokens scored per run"), Options.withDefault(32768)),
+    out: Options.text("out").pipe(defaultTo("report")),
+    tasks: Options.text("task").pipe(Options.withDescription("tasks for the table (files, FORMAT:FILE, or cloze); repeatable"), Options.repeated, defaultTo([] as ReadonlyArray<string>)),
+    maxTokens: Options.integer("max-tokens").pipe(Options.withDescription("validation tokens scored per run"), defaultTo(32768)),
     batchSize,
-    clozeItems: Options.integer("cloze-items").pipe(Options.withDefault(200)),
+    clozeItems: Options.integer("cloze-items").pipe(defaultTo(200)),
     noEval: Options.boolean("no-eval").pipe(Options.withDescription("only read the runs' metrics; evaluate nothing")),
     backend,
   },
@@ -101,7 +104,7 @@ const importCommand = Command.make(
   {
     hfDir: Args.directory({ name: "hf-dir" }).pipe(Args.withDescription("a Hugging Face LLaMA directory")),
     out: Options.text("out").pipe(Options.withDescription("run directory to write the checkpoint into")),
-    step: Options.integer("step").pipe(Options.withDescription("step number of the checkpoint"), Options.withDefault(0)),
+    step: Options.integer("step").pipe(Options.withDescription("step number of the checkpoint"), defaultTo(0)),
   },
   (o) => Handlers.importHf(o),
 ).pipe(Command.withDescription("Read a Hugging Face LLaMA directory back into a patchlm checkpoint."));

@@ -3,10 +3,14 @@
  * its handler in Handlers.ts.
  */
 import { Args, Command, Options } from "@effect/cli";
+import { defaultTo } from "@patchlm/core";
+import { Presets } from "@patchlm/model";
+import { Registry } from "@patchlm/patching";
+import { ComputeBackend } from "@patchlm/backend";
 import * as Handlers from "./Handlers";
 import * as Study from "./Study";
 
-const backend = Options.choice("backend", ["auto", "tensorflow", "native", "wasm", "cpu"]).pipe(
+const backend = Options.choice("backend", ["auto", ...ComputeBackend.BackendName.literals]).pipe(
   Options.withDescription("compute backend (default: PATCHLM_BACKEND, then the best available)"),
   Options.optional,
 );
@@ -18,17 +22,17 @@ const prepare = Command.make(
   {
     corpus: Options.text("corpus").pipe(
       Options.withDescription('"embedded" (Gutenberg books + State of the Union addresses), a .txt file or folder, or a .jsonl file or folder'),
-      Options.withDefault("embedded"),
+      defaultTo("embedded"),
     ),
-    field: Options.text("jsonl-field").pipe(Options.withDescription("JSONL field holding the text"), Options.withDefault("text")),
+    field: Options.text("jsonl-field").pipe(Options.withDescription("JSONL field holding the text"), defaultTo("text")),
     latin1: Options.boolean("latin1").pipe(Options.withDescription("decode text files as Latin-1 instead of strict UTF-8")),
-    out: Options.directory("out").pipe(Options.withDescription("output directory for shards and tokenizer"), Options.withDefault("data/embedded")),
+    out: Options.directory("out").pipe(Options.withDescription("output directory for shards and tokenizer"), defaultTo("data/embedded")),
     tokenizer: Options.text("tokenizer").pipe(
       Options.withDescription("bpe:<vocab size> (trained on the corpus), bytes, gpt2, cl100k, or file:<tokenizer.json>"),
-      Options.withDefault("bpe:4096"),
+      defaultTo("bpe:4096"),
     ),
-    validationFraction: Options.float("val-fraction").pipe(Options.withDescription("share of documents held out"), Options.withDefault(0.01)),
-    seed: Options.integer("seed").pipe(Options.withDescription("seed of the document split"), Options.withDefault(0)),
+    validationFraction: Options.float("val-fraction").pipe(Options.withDescription("share of documents held out"), defaultTo(0.01)),
+    seed: Options.integer("seed").pipe(Options.withDescription("seed of the document split"), defaultTo(0)),
   },
   (o) => Handlers.prepare(o),
 ).pipe(Command.withDescription("Tokenize a corpus once into binary shards (cached: re-running with the same inputs does nothing)."));
@@ -40,10 +44,10 @@ const trainOptions = {
   name: Options.text("name").pipe(Options.withDescription("run name (directory under --runs-dir)"), Options.optional),
   runsDir: Options.text("runs-dir").pipe(Options.optional),
   data: Options.text("data").pipe(Options.withDescription("prepared data directory"), Options.optional),
-  preset: Options.text("preset").pipe(Options.withDescription("model preset: tiny, reference, small, 370M, 780M, 1.3B, 2.7B"), Options.optional),
+  preset: Options.text("preset").pipe(Options.withDescription(`model preset: ${Presets.names.join(", ")}`), Options.optional),
   patchSize: Options.integer("patch-size").pipe(Options.withDescription("K; 1 trains a token-only baseline"), Options.optional),
   patchFraction: Options.float("patch-fraction").pipe(Options.withDescription("λ, the share of data read at patch level"), Options.optional),
-  strategy: Options.text("strategy").pipe(Options.withDescription("patch strategy (mean, weighted-mean, first, last, concat-linear)"), Options.optional),
+  strategy: Options.text("strategy").pipe(Options.withDescription(`patch strategy: ${Registry.names(Registry.builtins).join(", ")}`), Options.optional),
   switchPolicy: Options.choice("switch-policy", ["reset", "continue"]).pipe(Options.optional),
   tokens: Options.integer("tokens").pipe(Options.withDescription("total token budget D"), Options.optional),
   batchTokens: Options.integer("batch-tokens").pipe(Options.withDescription("tokens per optimizer step"), Options.optional),
@@ -56,7 +60,7 @@ const trainOptions = {
   maxSteps: Options.integer("max-steps").pipe(Options.withDescription("stop (resumably) after this many steps"), Options.optional),
   // Plain text, parsed by ConfigFile.parseOverrides: its error names the pair ("--set k: expected
   // key.path=value"), where @effect/cli's key/value parser says only that text has no default.
-  set: Options.text("set").pipe(Options.withDescription("override any config key: --set optim.minLr=3e-5; repeatable"), Options.repeated),
+  set: Options.text("set").pipe(Options.withDescription("override any config key: --set optim.minLr=3e-5; repeatable"), Options.repeated, defaultTo([] as ReadonlyArray<string>)),
 };
 
 const train = Command.make("train", trainOptions, (o) => Handlers.train(o)).pipe(
@@ -67,7 +71,7 @@ const resume = Command.make(
   "resume",
   {
     run: Args.text({ name: "run" }).pipe(Args.withDescription("run name or run directory")),
-    runsDir: Options.text("runs-dir").pipe(Options.withDefault("runs")),
+    runsDir: Options.text("runs-dir").pipe(defaultTo("runs")),
     backend,
     maxSteps: Options.integer("max-steps").pipe(Options.optional),
   },
@@ -78,15 +82,15 @@ const bench = Command.make(
   "bench",
   {
     backend,
-    preset: Options.text("preset").pipe(Options.withDefault("reference")),
-    mode: Options.choice("mode", ["token", "patch", "both"]).pipe(Options.withDefault("both")),
-    patchSize: Options.integer("patch-size").pipe(Options.withDefault(4)),
-    batch: Options.integer("batch").pipe(Options.withDescription("sequences per step (B)"), Options.withDefault(8)),
+    preset: Options.text("preset").pipe(defaultTo("reference")),
+    mode: Options.choice("mode", ["token", "patch", "both"]).pipe(defaultTo("both")),
+    patchSize: Options.integer("patch-size").pipe(defaultTo(4)),
+    batch: Options.integer("batch").pipe(Options.withDescription("sequences per step (B)"), defaultTo(8)),
     seqLen: Options.integer("seq-len").pipe(
       Options.withDescription("positions T per sequence: T tokens in token mode, K·T tokens (T patches) in patch mode"),
-      Options.withDefault(256),
+      defaultTo(256),
     ),
-    steps: Options.integer("steps").pipe(Options.withDescription("measured steps per mode"), Options.withDefault(5)),
+    steps: Options.integer("steps").pipe(Options.withDescription("measured steps per mode"), defaultTo(5)),
   },
   (o) => Handlers.bench(o),
 ).pipe(Command.withDescription("Measure training-step speed (tokens/s, GFLOP/s, MFU); prints JSON."));
@@ -95,7 +99,7 @@ const inspect = Command.make(
   "inspect",
   {
     run: Args.text({ name: "run" }).pipe(Args.withDescription("run name or run directory")),
-    runsDir: Options.text("runs-dir").pipe(Options.withDefault("runs")),
+    runsDir: Options.text("runs-dir").pipe(defaultTo("runs")),
   },
   (o) => Handlers.inspect(o),
 ).pipe(Command.withDescription("Show a run's config, progress and checkpoints."));
@@ -104,8 +108,8 @@ const demo = Command.make(
   "demo",
   {
     backend,
-    name: Options.text("name").pipe(Options.withDefault("demo")),
-    runsDir: Options.text("runs-dir").pipe(Options.withDefault("runs")),
+    name: Options.text("name").pipe(defaultTo("demo")),
+    runsDir: Options.text("runs-dir").pipe(defaultTo("runs")),
     fresh: Options.boolean("fresh").pipe(Options.withDescription("delete an existing demo run first")),
   },
   (o) => Study.demo(o),

@@ -3,4 +3,4 @@ export * as Params from "./Params";
 export type { ParamSpec } from "./Params";
 export { ConfigError, FileError, fileErrorFrom } from "./Errors";
 export { int, mulberry32, type Rng, shuffle } from "./Rng";
-export { runCli } from "./Main";
+export { defaultTo, nearestFlag, runCli } from "./Main";

@@ -6,6 +6,7 @@
 import { spawnSync } from "node:child_process";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
+import { nearestFlag } from "../src";
 
 jest.setTimeout(120_000);
 
@@ -61,5 +62,24 @@ describe("runCli failures", () => {
     const debug = cli("run", "--then", "bug", "--log-level", "debug");
     expect(debug.stderr).toMatch(/^\s+at /m);
     expect(debug.status).toBe(1);
+  });
+});
+
+describe("runCli usability", () => {
+  it("a mistyped flag is one line that suggests the nearest flag", () => {
+    oneErrorLine(cli("run", "--cuont", "3"), /^error: unknown flag '--cuont'; did you mean --count\? \(--help lists them\)$/);
+  });
+
+  it("--help written into a pipe has no colour codes, and shows each default", () => {
+    const r = cli("run", "--help");
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/--rate float\s+A floating point number\.\s+Default: 1\./);
+    expect(r.stdout).not.toMatch(new RegExp(String.fromCharCode(27)));
+  });
+
+  it("nearestFlag picks a close flag and nothing for a far one", () => {
+    expect(nearestFlag("--mirco-batch", ["--micro-batch", "--max-steps", "--batch-tokens"])).toBe("--micro-batch");
+    expect(nearestFlag("--lr=3", ["--lr", "--seed"])).toBe("--lr");
+    expect(nearestFlag("--completely-different", ["--lr", "--seed"])).toBeUndefined();
   });
 });

@@ -57,7 +57,12 @@ export const BatchSection = Schema.Struct({
 export const OptimSection = Schema.Struct({
   lr: opt(PositiveNumber, 3e-4),
   minLr: opt(NonNegativeNumber, 0),
-  warmupSteps: opt(NonNegativeInt, 2000),
+  /**
+   * Linear warmup steps (per phase under the reset policy). Default: 2% of the steps the schedule
+   * spans (each phase's under reset, the run's under continue), at most 2,000 (the paper's), so
+   * a short run gets a short warmup instead of being refused.
+   */
+  warmupSteps: Schema.optional(NonNegativeInt),
   schedule: opt(Schema.Literal("cosine", "constant", "wsd"), "cosine"),
   /** WSD only: fraction of the phase spent decaying. */
   decayFraction: opt(Schema.Number.pipe(Schema.between(0, 1)), 0.2),

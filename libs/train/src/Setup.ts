@@ -31,24 +31,50 @@ export const modelConfig = (c: RunConfig, vocabSize: number, source = "run confi
   );
 };
 
+/** The paper's warmup, 2,000 steps, or 2% of the shortest span one schedule covers if that is less. */
+export const defaultWarmup = (plan: Pick<PhasePlan.PhasePlan, "phases" | "totalSteps">, switchPolicy: "reset" | "continue"): number => {
+  const spans = switchPolicy === "continue" ? [plan.totalSteps] : plan.phases.filter((p) => p.steps > 0).map((p) => p.steps);
+  return Math.min(2000, Math.floor(0.02 * Math.min(...spans)));
+};
+
+// PhasePlan names its own keys; a RunConfig user knows them by the config's names.
+const configKeys: ReadonlyArray<readonly [RegExp, string]> = [
+  [/^schedule\./, "optim."],
+  [/^budget\.tokens/, "batch.tokens"],
+  [/^tokensPerStep/, "batch.batchTokens"],
+  [/^seqLen/, "batch.seqLen"],
+  [/^patchSize/, "patch.patchSize"],
+  [/^patchFraction/, "patch.patchFraction"],
+];
+const renameKeys = (e: ConfigError): ConfigError =>
+  new ConfigError({ source: e.source, issues: e.issues.map((m) => configKeys.reduce((acc, [from, to]) => acc.replace(from, to), m)) });
+
 /** The phase plan from the run config (λ split, steps per phase, LR schedules). */
 export const phasePlan = (c: RunConfig, source = "run config"): Either.Either<PhasePlan.PhasePlan, ConfigError> => {
   const o = c.optim;
-  const schedule =
-    o.schedule === "constant"
-      ? { kind: "constant" as const, lr: o.lr, warmupSteps: o.warmupSteps }
-      : o.schedule === "wsd"
-        ? { kind: "wsd" as const, peakLr: o.lr, minLr: o.minLr, warmupSteps: o.warmupSteps, decayFraction: o.decayFraction }
-        : { kind: "cosine" as const, peakLr: o.lr, minLr: o.minLr, warmupSteps: o.warmupSteps };
-  return PhasePlan.decode(source, {
-    patchSize: c.patch.patchSize,
-    patchFraction: c.patch.patchFraction,
-    switchPolicy: c.patch.switchPolicy,
-    budget: { tokens: c.batch.tokens },
-    tokensPerStep: c.batch.batchTokens,
-    seqLen: c.batch.seqLen,
-    schedule,
-  });
+  const decode = (warmupSteps: number) => {
+    const schedule =
+      o.schedule === "constant"
+        ? { kind: "constant" as const, lr: o.lr, warmupSteps }
+        : o.schedule === "wsd"
+          ? { kind: "wsd" as const, peakLr: o.lr, minLr: o.minLr, warmupSteps, decayFraction: o.decayFraction }
+          : { kind: "cosine" as const, peakLr: o.lr, minLr: o.minLr, warmupSteps };
+    return Either.mapLeft(
+      PhasePlan.decode(source, {
+        patchSize: c.patch.patchSize,
+        patchFraction: c.patch.patchFraction,
+        switchPolicy: c.patch.switchPolicy,
+        budget: { tokens: c.batch.tokens },
+        tokensPerStep: c.batch.batchTokens,
+        seqLen: c.batch.seqLen,
+        schedule,
+      }),
+      renameKeys,
+    );
+  };
+  if (o.warmupSteps !== undefined) return decode(o.warmupSteps);
+  // The default depends on the plan's steps: plan once without warmup to count them.
+  return Either.flatMap(decode(0), (plan) => decode(defaultWarmup(plan, c.patch.switchPolicy)));
 };
 
 /** Sequences per micro-batch in a phase: `batch.microBatch`, by default the whole step. */

@@ -91,3 +91,23 @@ describe("Setup.dataRanges", () => {
     expect(Either.isLeft(Setup.dataRanges(plan, 900, c.batch.uniqueTokens))).toBe(true);
   });
 });
+
+describe("Setup.phasePlan warmup", () => {
+  const decode = (optim: Record<string, unknown>, patch: Record<string, unknown> = { patchSize: 4, patchFraction: 0.5 }) =>
+    Setup.phasePlan(Either.getOrThrow(RunConfig.decode("t", { name: "r", data: "d", patch, batch: { tokens: 400_000, batchTokens: 100, seqLen: 5 }, optim })));
+
+  it("defaults to 2% of each phase's steps, at most the paper's 2,000, so short runs are not refused", () => {
+    // 4,000 steps: 2,000 patch + 2,000 token under reset → 40 warmup steps.
+    const plan = Either.getOrThrow(decode({}));
+    expect(plan.phases.map((p) => p.steps)).toEqual([2000, 2000]);
+    expect(Setup.defaultWarmup(plan, "reset")).toBe(40);
+    expect(Setup.defaultWarmup(plan, "continue")).toBe(80);
+    expect(Setup.defaultWarmup({ totalSteps: 10 ** 6, phases: plan.phases.map((p) => ({ ...p, steps: 500_000 })) }, "reset")).toBe(2000);
+    expect(plan.config.schedule.warmupSteps).toBe(40);
+  });
+
+  it("names the config's own key when the warmup is too long", () => {
+    const e = Either.getLeft(decode({ warmupSteps: 5000 }));
+    expect(e._tag === "Some" && e.value.issues.join("\n")).toMatch(/^optim\.warmupSteps: 5000 warmup steps exceed the 2000 steps of the patch phase/m);
+  });
+});
