@@ -8,6 +8,7 @@ import { Presets } from "@patchlm/model";
 import { Registry } from "@patchlm/patching";
 import { ComputeBackend } from "@patchlm/backend";
 import * as Handlers from "./Handlers";
+import { withResumeHint } from "./ResumeHint";
 import * as Study from "./Study";
 
 const backend = Options.choice("backend", ["auto", ...ComputeBackend.BackendName.literals]).pipe(
@@ -63,7 +64,7 @@ const trainOptions = {
   set: Options.text("set").pipe(Options.withDescription("override any config key: --set optim.minLr=3e-5; repeatable"), Options.repeated, defaultTo([] as ReadonlyArray<string>)),
 };
 
-const train = Command.make("train", trainOptions, (o) => Handlers.train(o)).pipe(
+const train = Command.make("train", trainOptions, (o) => withResumeHint(Handlers.train(o))).pipe(
   Command.withDescription("Train: the patch phase on the first λ of the data, then the token phase on the rest."),
 );
 
@@ -75,7 +76,7 @@ const resume = Command.make(
     backend,
     maxSteps: Options.integer("max-steps").pipe(Options.optional),
   },
-  (o) => Handlers.resume(o),
+  (o) => withResumeHint(Handlers.resume(o)),
 ).pipe(Command.withDescription("Continue a run from its latest checkpoint, exactly where it stopped."));
 
 const bench = Command.make(
