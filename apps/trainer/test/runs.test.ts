@@ -1,7 +1,9 @@
 /**
- * Who owns a run directory, and what a command leaves in it: real trainer processes on real run
- * directories (issue 16: D5 run lock).
+ * Who owns a run directory, how a run is stopped, and what a command leaves behind: real trainer
+ * processes, started as users start them (`npm run trainer`, the bin entry, node itself), real
+ * signals, real run directories (issue 16: D5 run lock, D6 signals).
  */
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -15,11 +17,15 @@ let root: string;
 
 const trainer = (args: ReadonlyArray<string>) => Processes.runTs(main, args, { cwd: root, env });
 const started: Array<Processes.Started> = [];
-const start = (args: ReadonlyArray<string>) => {
-  const s = Processes.startTs(main, args, { cwd: root, env });
+const track = (s: Processes.Started) => {
   started.push(s);
   return s;
 };
+const start = (args: ReadonlyArray<string>) => track(Processes.startTs(main, args, { cwd: root, env }));
+/** The live processes of run `name` (its name is on their command line). */
+const runningFor = (name: string) => Processes.processesWith(`--name ${name} `);
+const interruptedAt = (output: string) => Number(/interrupted at step (\d+)/.exec(output)?.[1]);
+const stepName = (step: number) => `step-${String(step).padStart(8, "0")}`;
 const runDir = (name: string) => path.join(root, "runs", name);
 const latest = (name: string): string | undefined => {
   const f = path.join(runDir(name), "latest");
@@ -27,11 +33,12 @@ const latest = (name: string): string | undefined => {
 };
 const errorLines = (stderr: string) => stderr.split("\n").filter((l) => l.startsWith("error:"));
 
-/** A small run: 128 tokens a step, a checkpoint every 2 steps, 256 steps in all. */
+/** A small run: 128 tokens a step, a checkpoint every 2 steps, 256 steps in all; any working directory. */
 const trainArgs = (name: string, extra: ReadonlyArray<string> = []) => [
   "train",
   "--name", name,
-  "--data", "data",
+  "--data", path.join(root, "data"),
+  "--runs-dir", path.join(root, "runs"),
   "--preset", "tiny",
   "--patch-size", "4",
   "--tokens", "32768",
@@ -57,6 +64,7 @@ beforeAll(() => {
 afterAll(async () => {
   for (const s of started) if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill("SIGKILL");
   await Promise.all(started.map((s) => s.exit));
+  for (const pid of Processes.processesWith(root)) process.kill(pid, "SIGKILL");
   fs.rmSync(root, { recursive: true, force: true });
 });
 
@@ -123,5 +131,57 @@ describe("one process owns a run directory", () => {
     const garbled = trainer(["resume", "held", "--max-steps", "1"]);
     expect(errorLines(garbled.stderr)).toEqual([expect.stringMatching(/runs\/held\/lock: not a run lock \(not JSON.*remove .*runs\/held\/lock$/)]);
     expect(latest("held")).toBe("step-00000002");
+  });
+});
+
+// reliability D6: SIGTERM to `npm run trainer -- train` (what `kill <npm pid>` and `docker stop`
+// send) killed npm only; the trainer ran on as an orphan, never checkpointed, and later ran beside
+// a `resume`.
+describe("signals reach the trainer however it is started", () => {
+  const npmRun = (args: ReadonlyArray<string>) =>
+    track(Processes.follow(spawn("npm", ["run", "--silent", "trainer", "--", ...args], { cwd: Processes.repo, env })));
+
+  /** The run stopped as on SIGTERM: it checkpointed the step it reached, and nothing of it runs. */
+  const stoppedCleanly = async (name: string, output: () => string) => {
+    await Processes.waitFor(() => runningFor(name).length === 0, `every process of run ${name} to end`, 60_000);
+    const at = interruptedAt(output());
+    expect(at).toBeGreaterThan(0);
+    expect(latest(name)).toBe(stepName(at));
+    expect(fs.existsSync(path.join(runDir(name), "lock"))).toBe(false);
+  };
+
+  it("SIGTERM to `npm run trainer` stops the trainer: it checkpoints and exits, and nothing is left running", async () => {
+    const npm = npmRun(trainArgs("npm-term"));
+    await Processes.waitFor(() => latest("npm-term") !== undefined, "a first checkpoint");
+    npm.child.kill("SIGTERM");
+    await npm.exit;
+    await stoppedCleanly("npm-term", npm.output);
+  });
+
+  it("when npm itself is killed (kill -9), the trainer stops as on SIGTERM instead of running on as an orphan", async () => {
+    const npm = npmRun(trainArgs("npm-kill"));
+    await Processes.waitFor(() => latest("npm-kill") !== undefined, "a first checkpoint");
+    npm.child.kill("SIGKILL");
+    await npm.exit;
+    await stoppedCleanly("npm-kill", npm.output);
+    expect(npm.output()).toMatch(/WARN the npm script that started this process \(pid \d+\) ended: stopping as on SIGTERM/);
+  });
+
+  it("the bin entry is the trainer itself: SIGTERM to it checkpoints and exits 0", async () => {
+    const bin = track(Processes.follow(spawn(path.join(Processes.repo, "apps", "trainer", "bin", "trainer.mjs"), trainArgs("bin"), { cwd: root, env })));
+    await Processes.waitFor(() => latest("bin") !== undefined, "a first checkpoint");
+    bin.child.kill("SIGTERM");
+    expect(await bin.exit).toBe(0);
+    await stoppedCleanly("bin", bin.output);
+  });
+
+  it("a stop signal delivered twice (a terminal's Ctrl-C and npm's relay of it) is one stop, not a kill mid-checkpoint", async () => {
+    const run = start(trainArgs("twice"));
+    await Processes.waitFor(() => latest("twice") !== undefined, "a first checkpoint");
+    run.child.kill("SIGINT");
+    await new Promise((r) => setTimeout(r, 20));
+    run.child.kill("SIGINT");
+    expect(await run.exit).toBe(0);
+    await stoppedCleanly("twice", run.output);
   });
 });

@@ -2,9 +2,11 @@
  * The one way patchlm's command-line apps run: parse with @effect/cli, provide the Node
  * platform, print an expected failure as one `error: ...` line (its message names the file, flag
  * or key) and exit 1; logs go to stderr; an interruption (Ctrl-C, SIGTERM) exits 0 after the program's finalizers
- * ran. `PATCHLM_LOG=debug` shows debug logs; `--log-level debug` (or that variable) also shows the
+ * ran (once, however often the signal comes, and also when the npm script that started it dies:
+ * `stopTogether`). `PATCHLM_LOG=debug` shows debug logs; `--log-level debug` (or that variable) also shows the
  * stack trace of an unexpected failure, which is otherwise one line too.
  */
+import { constants as osConstants } from "node:os";
 import { Command, HelpDoc, Options, ValidationError } from "@effect/cli";
 import { NodeContext, NodeRuntime } from "@effect/platform-node";
 import { Cause, Console, Effect, HashMap, Inspectable, Logger, LogLevel, Option } from "effect";
@@ -199,6 +201,37 @@ export const stderrLogger = Logger.make(({ logLevel, message, date, annotations,
   if (!Cause.isEmpty(cause)) process.stderr.write(`${Cause.pretty(cause)}\n`);
 });
 
+/**
+ * Signals reach the app however it is started, and it stops once for them:
+ * - A repeat of the stop signal within 2 s is the same stop (a terminal's Ctrl-C reaches both
+ *   `npm run` and the app, and npm relays it again): it is ignored rather than left to Node's
+ *   default, which would kill the app mid-checkpoint. A repeat after that exits at once.
+ * - Started by an npm script, the app is stopped as by SIGTERM when that parent dies (kill -9 of
+ *   npm, or a shell between them that a signal ended): nothing would relay a signal any more,
+ *   and the app must not run on as an orphan.
+ */
+const stopTogether = (): void => {
+  let first: number | undefined;
+  const repeated = (signal: NodeJS.Signals) => {
+    if (first === undefined) first = Date.now();
+    else if (Date.now() - first > 2000) {
+      process.stderr.write(`${signal} again: exiting now, without waiting for the step in flight or its checkpoint\n`);
+      process.exit(128 + (osConstants.signals[signal] ?? 0));
+    }
+  };
+  process.on("SIGINT", repeated);
+  process.on("SIGTERM", repeated);
+  if (process.env.npm_lifecycle_event === undefined) return;
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(watch);
+    process.stderr.write(`[${new Date().toISOString().slice(11, 23)}] WARN the npm script that started this process (pid ${parent}) ended: stopping as on SIGTERM\n`);
+    process.kill(process.pid, "SIGTERM");
+  }, 250);
+  watch.unref();
+};
+
 export const runCli = <Name extends string, E, A>(
   command: Command.Command<Name, NodeContext.NodeContext, E, A>,
   app: { readonly name: string; readonly version: string },
@@ -219,4 +252,5 @@ export const runCli = <Name extends string, E, A>(
     Effect.provide(Logger.replace(Logger.defaultLogger, stderrLogger)),
     (e) => NodeRuntime.runMain(e, { disableErrorReporting: true, disablePrettyLogger: true }),
   );
+  stopTogether();
 };
