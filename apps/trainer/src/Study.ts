@@ -28,7 +28,7 @@ import * as Demo from "./Demo";
 import * as Handlers from "./Handlers";
 
 export class StudyError extends Schema.TaggedError<StudyError>()("StudyError", {
-  reason: Schema.Literal("RunsFailed", "StaleResults"),
+  reason: Schema.Literal("RunsFailed", "StaleResults", "BadResults"),
   detail: Schema.String,
 }) {
   override get message(): string {
@@ -77,6 +77,32 @@ const savedResult = (dir: string): Option.Option<Omit<StudyReport.RunResult, "re
 
 const sameConfig = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
+/** What is wrong with a saved result directory, if anything (it may have been edited or half copied by hand). */
+const resultProblem = (dir: string, name: string): string | undefined => {
+  const file = path.join(dir, RESULT_FILE);
+  if (!fs.existsSync(file)) return undefined;
+  let u: unknown;
+  try {
+    u = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    return `${file}: not JSON (${(e as Error).message})`;
+  }
+  const o = (typeof u === "object" && u !== null ? u : {}) as Record<string, unknown>;
+  const v = (typeof o.validation === "object" && o.validation !== null ? o.validation : {}) as Record<string, unknown>;
+  const blocks = (typeof v.blocks === "object" && v.blocks !== null ? v.blocks : {}) as Record<string, unknown>;
+  const missing = [
+    o.name === name ? undefined : `name (expected "${name}")`,
+    o.status === "done" ? undefined : `status "done"`,
+    o.config === undefined ? "config" : undefined,
+    ...["tokens", "flops", "wallSeconds", "cpuSeconds"].map((k) => (typeof o[k] === "number" ? undefined : k)),
+    typeof v.loss === "number" ? undefined : "validation.loss",
+    Array.isArray(blocks.nll) && Array.isArray(blocks.tokens) ? undefined : "validation.blocks",
+  ].filter((x) => x !== undefined);
+  if (missing.length > 0) return `${file}: expected ${missing.join(", ")}`;
+  for (const f of KEPT_FILES) if (!fs.existsSync(path.join(dir, f))) return `${path.join(dir, f)}: missing`;
+  return undefined;
+};
+
 /** Every problem with the study before anything runs: each run's plan, batch shapes and saved results. */
 const check = Effect.fn("study.check")(function* (s: Study.Study, source: string) {
   const issues: Array<string> = [];
@@ -92,6 +118,10 @@ const check = Effect.fn("study.check")(function* (s: Study.Study, source: string
     }
   }
   if (issues.length > 0) return yield* new ConfigError({ source, issues });
+  const bad = s.runs.flatMap((r) => resultProblem(path.join(s.results, r.name), r.name) ?? []);
+  if (bad.length > 0) {
+    return yield* new StudyError({ reason: "BadResults", detail: `saved results that cannot be used: ${bad.join("; ")}. Move them away to train those runs again.` });
+  }
   const stale = s.runs.filter((r) =>
     Option.match(savedResult(path.join(s.results, r.name)), { onNone: () => false, onSome: (saved) => !sameConfig(saved.config, Study.identity(r.config)) }),
   );

@@ -182,6 +182,16 @@ describe("trainer study", () => {
     expect(r.stderr + r.stdout).toMatch(/saved results were made with another config .*killed\/results\/baseline/);
   });
 
+  it("refuses a damaged saved result, naming the file and what it lacks", () => {
+    const file = path.join(root, "killed", "results", "k4", "result.json");
+    const good = fs.readFileSync(file, "utf8");
+    fs.writeFileSync(file, good.replace(/"loss": [0-9.e+-]+/, '"loss": "x"'));
+    const r = trainer(["study", studyFile("killed", { broken: false }), "--report-only"]);
+    fs.writeFileSync(file, good);
+    expect(r.status).toBe(1);
+    expect(r.stderr + r.stdout).toMatch(/saved results that cannot be used: .*killed\/results\/k4\/result\.json: expected validation\.loss/);
+  });
+
   it("checks every run's config before anything runs, naming the run and key", () => {
     const file = path.join(root, "bad.yaml");
     fs.writeFileSync(
