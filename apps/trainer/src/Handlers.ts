@@ -151,6 +151,31 @@ const checkRunTokenizer = Effect.fn("trainer.checkRunTokenizer")(function* (runD
 });
 
 /**
+ * `train` never starts a run over on its checkpoints (the new run's would be written beside them
+ * and the old ones pruned): a run directory holding any, even one whose `latest` is lost, is
+ * refused, and the app says to resume it.
+ */
+const ensureNoCheckpoints = Effect.fn("trainer.ensureNoCheckpoints")(function* (runDir: string, name: string) {
+  const steps = yield* Checkpoint.list(runDir);
+  const latest = yield* Checkpoint.latestName(runDir);
+  if (steps.length === 0 && latest === undefined) return;
+  const held = steps.length === 0 ? `latest names ${latest}` : steps.map((c) => c.name).join(", ") + (latest === undefined ? `, but no ${Checkpoint.LATEST_FILE}` : "");
+  return yield* new Trainer.TrainError({
+    reason: "RunExists",
+    run: name,
+    detail: `${runDir} already holds checkpoints (${held}); train would start the run over and discard them`,
+  });
+});
+
+/** A run that lost `latest` resumes from its newest step directory that verifies, and says so. */
+const recoverLatest = Effect.fn("trainer.recoverLatest")(function* (runDir: string) {
+  const recovered = yield* Checkpoint.recoverLatest(runDir);
+  if (recovered === undefined) return;
+  const passed = recovered.passedOver.length === 0 ? "" : `; passed over ${recovered.passedOver.map((p) => p.reason).join("; ")}`;
+  yield* Effect.logWarning(`${runDir}: ${Checkpoint.LATEST_FILE} was missing; resuming from ${recovered.name}, the newest step directory that verifies${passed}`);
+});
+
+/**
  * Run (or resume) training with the run's sinks, progress bar and backend; then plot. The run
  * directory is this process's from start to end (RunLock): a second train or resume of it fails
  * naming this one.
@@ -164,8 +189,13 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
   const plan = yield* Setup.phasePlan(config);
   if (!opts.resume) fs.mkdirSync(runDir, { recursive: true });
   yield* RunLock.acquire(runDir);
-  if (!opts.resume && !fs.existsSync(path.join(runDir, Checkpoint.LATEST_FILE))) yield* RunFiles.copyTokenizer(config.data, runDir);
-  if (opts.resume) yield* checkRunTokenizer(runDir, config.data);
+  if (opts.resume) {
+    yield* recoverLatest(runDir);
+    yield* checkRunTokenizer(runDir, config.data);
+  } else {
+    yield* ensureNoCheckpoints(runDir, config.name);
+    yield* RunFiles.copyTokenizer(config.data, runDir);
+  }
   const peakFlops = backend.peakGflops === undefined ? undefined : backend.peakGflops * 1e9;
   // Only the step, for the progress bar: the listing reads no tensors (the trainer loads them).
   const startStep = opts.resume ? ((yield* Checkpoint.list(runDir)).find((c) => c.isLatest)?.step ?? 0) : 0;

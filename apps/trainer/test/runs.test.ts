@@ -1,7 +1,7 @@
 /**
  * Who owns a run directory, how a run is stopped, and what a command leaves behind: real trainer
  * processes, started as users start them (`npm run trainer`, the bin entry, node itself), real
- * signals, real run directories (issue 16: D5 run lock, D6 signals).
+ * signals, real run directories (issue 16: D5 run lock, D6 signals, D7 a lost `latest`).
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
@@ -183,5 +183,48 @@ describe("signals reach the trainer however it is started", () => {
     run.child.kill("SIGINT");
     expect(await run.exit).toBe(0);
     await stoppedCleanly("twice", run.output);
+  });
+});
+
+// reliability D7: with `latest` lost, `resume` said there was nothing to resume although the step
+// directories were there, and `train --name same` then started over and pruned the good checkpoints.
+describe("a run whose latest is lost", () => {
+  const stepDirs = (name: string) => fs.readdirSync(runDir(name)).filter((n) => n.startsWith("step-")).sort();
+  const snapshot = (name: string) => stepDirs(name).map((d) => [d, fs.readFileSync(path.join(runDir(name), d, "model.safetensors")).toString("base64")]);
+
+  it("train refuses to start it over, naming the directory and resume, and touches nothing", () => {
+    expect(trainer([...trainArgs("lost"), "--max-steps", "4"]).status).toBe(0);
+    fs.rmSync(path.join(runDir("lost"), "latest"));
+    const before = snapshot("lost");
+    expect(before.map(([d]) => d)).toEqual(["step-00000002", "step-00000004"]);
+    const again = trainer([...trainArgs("lost"), "--max-steps", "4"]);
+    expect(errorLines(again.stderr)).toEqual([
+      expect.stringMatching(/^error: RunExists: .*runs\/lost already holds checkpoints \(step-00000002, step-00000004, but no latest\); .*discard them; resume it with `trainer resume lost`/),
+    ]);
+    expect(again.status).toBe(1);
+    expect(snapshot("lost")).toEqual(before);
+    expect(fs.existsSync(path.join(runDir("lost"), "latest"))).toBe(false);
+  });
+
+  it("resume continues from the newest step directory that verifies, passing over a corrupt one, and says so", () => {
+    // step-00000004 is corrupt: a flipped byte in its weights.
+    const weights = path.join(runDir("lost"), "step-00000004", "model.safetensors");
+    const bytes = fs.readFileSync(weights);
+    bytes[bytes.length - 1] ^= 0xff;
+    fs.writeFileSync(weights, bytes);
+    const resumed = trainer(["resume", "lost", "--max-steps", "2"]);
+    expect(resumed.stderr).toMatch(/WARN .*runs\/lost: latest was missing; resuming from step-00000002, the newest step directory that verifies; passed over .*step-00000004\/model\.safetensors: Corrupt/);
+    expect(resumed.stderr).toMatch(/resumed .*runs\/lost at step 2\//);
+    expect(resumed.status).toBe(0);
+    expect(latest("lost")).toBe("step-00000004");
+    expect(stepDirs("lost")).toEqual(["step-00000002", "step-00000004"]);
+  });
+
+  it("resume with no step directory that verifies says why for each", () => {
+    fs.rmSync(path.join(runDir("lost"), "latest"));
+    for (const d of ["step-00000002", "step-00000004"]) fs.rmSync(path.join(runDir("lost"), d, "manifest.json"));
+    const r = trainer(["resume", "lost"]);
+    expect(r.stderr).toMatch(/^error: .*runs\/lost\/latest: NotFound: missing, and no step directory verifies:\n\s+- .*step-00000004: NotFound: no manifest\.json\n\s+- .*step-00000002: NotFound/m);
+    expect(r.status).toBe(1);
   });
 });

@@ -12,7 +12,8 @@ import { findNonFinite } from "./internal/Finite";
 /**
  * Checkpoints of a run: `runs/<name>/step-XXXXXXXX/` with `model.safetensors`,
  * `optimizer.safetensors` and `manifest.json`, plus a `latest` file naming the newest step
- * directory.
+ * directory. A run that lost `latest` is recovered from the newest step directory that verifies
+ * (`recoverLatest`).
  *
  * Crash safety: a checkpoint is written into a `.tmp-*` directory, every file fsynced, then renamed
  * into place. `latest` is replaced by writing a temp file and renaming it. A crash at any point
@@ -204,6 +205,15 @@ export const prune = Effect.fn("Checkpoint.prune")(function* (runDir: string, ke
   return doomed.map((c) => c.name);
 });
 
+/** Point `latest` at step directory `name`: a temp file, fsynced, renamed over it. */
+const writeLatest = (runDir: string, name: string) =>
+  Effect.gen(function* () {
+    const pointerTmp = join(runDir, `${TEMP_PREFIX}latest-${suffix()}`);
+    yield* writeSynced(pointerTmp, [utf8.encode(name + "\n")]);
+    yield* io(join(runDir, LATEST_FILE), "write", (fs) => fs.rename(pointerTmp, join(runDir, LATEST_FILE)));
+    yield* syncDirectory(runDir);
+  });
+
 /**
  * Write a checkpoint of `input.step` into `runDir`, atomically, point `latest` at it, and prune
  * old ones. Refuses non-finite tensors unless `allowNonFinite`.
@@ -248,10 +258,7 @@ export const save = Effect.fn("Checkpoint.save")(function* (runDir: string, inpu
   }
   yield* syncDirectory(runDir);
 
-  const pointerTmp = join(runDir, `${TEMP_PREFIX}latest-${suffix()}`);
-  yield* writeSynced(pointerTmp, [utf8.encode(name + "\n")]);
-  yield* io(join(runDir, LATEST_FILE), "write", (fs) => fs.rename(pointerTmp, join(runDir, LATEST_FILE)));
-  yield* syncDirectory(runDir);
+  yield* writeLatest(runDir, name);
 
   yield* prune(runDir, keepLast);
   return { dir, manifest } satisfies Saved;
@@ -262,7 +269,15 @@ export const resolve = Effect.fn("Checkpoint.resolve")(function* (path: string) 
   if (yield* io(path, "read", (fs) => fs.exists(join(path, MANIFEST_FILE)))) return path;
   const latest = yield* latestName(path);
   if (latest === undefined) {
-    return yield* new CheckpointError({ path, reason: "NotFound", detail: `no ${MANIFEST_FILE} (not a step directory) and no ${LATEST_FILE} (not a run directory)` });
+    const steps = yield* Effect.orElseSucceed(list(path), (): Array<Listed> => []);
+    return yield* new CheckpointError({
+      path,
+      reason: "NotFound",
+      detail:
+        steps.length === 0
+          ? `no ${MANIFEST_FILE} (not a step directory) and no ${LATEST_FILE} (not a run directory)`
+          : `no ${LATEST_FILE}, though it holds ${steps.map((c) => c.name).join(", ")}: give one of those, or resume the run (it continues from the newest that verifies)`,
+    });
   }
   const dir = join(path, latest);
   if (!(yield* io(dir, "read", (fs) => fs.exists(join(dir, MANIFEST_FILE))))) {
@@ -297,21 +312,79 @@ const sha256OfFile = (path: string) =>
     return hash.digest("hex");
   }).pipe(Effect.mapError(fileError(path, "read")));
 
-/** Read one safetensors file of a checkpoint and check it against its manifest entry. */
-const readVerified = (dir: string, file: string, entry: { sha256: string; bytes: number } | undefined) =>
+/** A file a manifest lists must be there, and its entry must be there for a file the checkpoint needs. */
+const ensureListed = (dir: string, file: string, entry: { sha256: string; bytes: number } | undefined) =>
   Effect.gen(function* () {
     const path = join(dir, file);
     if (entry === undefined) return yield* new CheckpointError({ path: join(dir, MANIFEST_FILE), reason: "BadManifest", detail: `no entry for ${file} in files` });
     if (!(yield* io(path, "read", (fs) => fs.exists(path)))) return yield* new CheckpointError({ path, reason: "MissingFile", detail: `${file} is listed in the manifest but missing` });
     const corrupt = (sha: string) =>
       new CheckpointError({ path, reason: "Corrupt", detail: `${file} sha256 mismatch: manifest has ${entry.sha256}, file has ${sha}` });
+    return { path, entry, corrupt };
+  });
+
+/** Read one safetensors file of a checkpoint and check it against its manifest entry. */
+const readVerified = (dir: string, file: string, entry: { sha256: string; bytes: number } | undefined) =>
+  Effect.gen(function* () {
+    const { path, entry: listed, corrupt } = yield* ensureListed(dir, file, entry);
     const read = yield* Safetensors.readFile(path).pipe(
       // A file that does not parse is reported as corrupt when its bytes differ from the manifest's.
-      Effect.catchTag("SafetensorsError", (e) => Effect.flatMap(sha256OfFile(path), (sha) => Effect.fail(sha === entry.sha256 ? e : corrupt(sha)))),
+      Effect.catchTag("SafetensorsError", (e) => Effect.flatMap(sha256OfFile(path), (sha) => Effect.fail(sha === listed.sha256 ? e : corrupt(sha)))),
     );
-    if (read.sha256 !== entry.sha256) return yield* corrupt(read.sha256);
+    if (read.sha256 !== listed.sha256) return yield* corrupt(read.sha256);
     return read;
   });
+
+/**
+ * Check a step directory without decoding its tensors: its manifest, and the sha256 of every file
+ * it lists (the model's at least). Returns the manifest.
+ */
+export const verify = Effect.fn("Checkpoint.verify")(function* (dir: string) {
+  const manifestPath = join(dir, MANIFEST_FILE);
+  if (!(yield* io(manifestPath, "read", (fs) => fs.exists(manifestPath)))) {
+    return yield* new CheckpointError({ path: dir, reason: "NotFound", detail: `no ${MANIFEST_FILE}` });
+  }
+  const manifest = yield* parseManifest(manifestPath, yield* io(manifestPath, "read", (fs) => fs.readFileString(manifestPath)));
+  for (const file of new Set([MODEL_FILE, ...Object.keys(manifest.files)])) {
+    const { path, entry, corrupt } = yield* ensureListed(dir, file, manifest.files[file]);
+    const sha = yield* sha256OfFile(path);
+    if (sha !== entry.sha256) return yield* corrupt(sha);
+  }
+  return manifest;
+});
+
+/** The step directory `recoverLatest` chose, and the newer ones it passed over (and why). */
+export interface Recovered {
+  readonly name: string;
+  readonly step: number;
+  readonly passedOver: ReadonlyArray<{ readonly name: string; readonly reason: string }>;
+}
+
+/**
+ * A run whose `latest` is lost but whose step directories are intact: point `latest` at the newest
+ * step directory that verifies. Undefined (and nothing written) when `latest` is there or the run
+ * has no step directory; fails, listing why, when none verifies. Call it holding the run's lock.
+ */
+export const recoverLatest = Effect.fn("Checkpoint.recoverLatest")(function* (runDir: string) {
+  if ((yield* latestName(runDir)) !== undefined) return undefined;
+  const steps = yield* list(runDir);
+  if (steps.length === 0) return undefined;
+  const passedOver: Array<{ name: string; reason: string }> = [];
+  for (const c of [...steps].reverse()) {
+    const checked = yield* Effect.either(verify(c.dir));
+    if (Either.isLeft(checked)) {
+      passedOver.push({ name: c.name, reason: checked.left.message });
+      continue;
+    }
+    yield* writeLatest(runDir, c.name);
+    return { name: c.name, step: c.step, passedOver } satisfies Recovered;
+  }
+  return yield* new CheckpointError({
+    path: join(runDir, LATEST_FILE),
+    reason: "NotFound",
+    detail: `missing, and no step directory verifies:\n  - ${passedOver.map((p) => p.reason).join("\n  - ")}`,
+  });
+});
 
 /**
  * Load a checkpoint from a step directory, or from a run directory through `latest`, verifying

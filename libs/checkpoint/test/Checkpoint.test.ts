@@ -177,6 +177,36 @@ describe("Checkpoint atomicity", () => {
   });
 });
 
+// reliability D7: a run that lost `latest` had "nothing to resume" although its step directories were intact.
+describe("Checkpoint.recoverLatest", () => {
+  it("points a lost latest at the newest step directory that verifies, passing over a corrupt one", async () => {
+    for (const s of [1, 2, 3]) await run(Checkpoint.save(runDir, input(s)));
+    expect(await run(Checkpoint.recoverLatest(runDir))).toBeUndefined();
+    rmSync(join(runDir, "latest"));
+    const weights = join(runDir, "step-00000003", "optimizer.safetensors");
+    const bytes = readFileSync(weights);
+    bytes[bytes.length - 1] ^= 1;
+    writeFileSync(weights, bytes);
+    const e = await fail(Checkpoint.load(runDir));
+    expect(e.message).toMatch(/no latest, though it holds step-00000001, step-00000002, step-00000003: give one of those, or resume the run/);
+    const recovered = await run(Checkpoint.recoverLatest(runDir));
+    expect(recovered).toEqual({ name: "step-00000002", step: 2, passedOver: [{ name: "step-00000003", reason: expect.stringMatching(/optimizer\.safetensors: Corrupt: .*sha256 mismatch/) }] });
+    expect(latestOnDisk()).toBe("step-00000002\n");
+    expect((await run(Checkpoint.load(runDir))).manifest.step).toBe(2);
+  });
+
+  it("leaves a run without step directories alone, and fails listing why when none verifies", async () => {
+    mkdirSync(runDir, { recursive: true });
+    expect(await run(Checkpoint.recoverLatest(runDir))).toBeUndefined();
+    await run(Checkpoint.save(runDir, input(4)));
+    rmSync(join(runDir, "latest"));
+    rmSync(join(runDir, "step-00000004", "model.safetensors"));
+    const e = await fail(Checkpoint.recoverLatest(runDir));
+    expect(e.message).toMatch(/latest: NotFound: missing, and no step directory verifies:\n {2}- .*step-00000004\/model\.safetensors: MissingFile/);
+    expect(existsSync(join(runDir, "latest"))).toBe(false);
+  });
+});
+
 describe("Checkpoint corruption and mismatch", () => {
   const stepDir = () => join(runDir, "step-00000005");
   beforeEach(() => run(Checkpoint.save(runDir, input(5))));
