@@ -182,10 +182,16 @@ const recoverLatest = Effect.fn("trainer.recoverLatest")(function* (runDir: stri
  */
 export const runTraining = Effect.fn("trainer.runTraining")(function* (
   config: RunConfig.RunConfig,
-  opts: { readonly resume: boolean; readonly maxSteps?: number; readonly backend?: RunConfig.RunConfig["backend"] },
+  opts: {
+    readonly resume: boolean;
+    readonly maxSteps?: number;
+    readonly backend?: RunConfig.RunConfig["backend"];
+    /** The run directory, when it is not `<runsDir>/<name>` (a run resumed by its path). */
+    readonly runDir?: string;
+  },
 ) {
   const backend = yield* ComputeBackend.make({ backend: opts.backend ?? config.backend });
-  const runDir = path.resolve(config.runsDir, config.name);
+  const runDir = path.resolve(opts.runDir ?? path.join(config.runsDir, config.name));
   const plan = yield* Setup.phasePlan(config);
   if (!opts.resume) fs.mkdirSync(runDir, { recursive: true });
   yield* RunLock.acquire(runDir);
@@ -208,6 +214,7 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
   const summary = yield* Trainer.run({
     config,
     resume: opts.resume,
+    runDir,
     backend: { name: backend.name, peakFlops },
     packageVersions: packageVersions(),
     maxSteps: opts.maxSteps,
@@ -259,9 +266,11 @@ export interface ResumeOptions {
   readonly maxSteps: Option.Option<number>;
 }
 
+/** Resume the run directory given (by name under `--runs-dir`, or by path), wherever its config says it was made. */
 export const resume = Effect.fn("trainer.resume")(function* (o: ResumeOptions) {
-  const config = yield* readRunConfig(runDirOf(o.run, o.runsDir));
-  return yield* runTraining(config, { resume: true, maxSteps: get(o.maxSteps), backend: get(o.backend) });
+  const runDir = runDirOf(o.run, o.runsDir);
+  const config = yield* readRunConfig(runDir);
+  return yield* runTraining(config, { resume: true, runDir, maxSteps: get(o.maxSteps), backend: get(o.backend) });
 });
 
 // --- bench -----------------------------------------------------------------------------------

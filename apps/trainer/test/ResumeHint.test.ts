@@ -1,3 +1,4 @@
+import * as path from "node:path";
 import { Effect, Logger } from "effect";
 import { runTest, runTestFailure } from "@patchlm/testing";
 import { Trainer } from "@patchlm/train";
@@ -5,7 +6,7 @@ import { withResumeHint } from "../src/ResumeHint";
 
 const summary = (ended: Trainer.Summary["ended"]): Trainer.Summary => ({
   name: "k4",
-  runDir: "/runs/k4",
+  runDir: path.resolve("runs", "k4"),
   step: 5,
   totalSteps: 12,
   tokens: 1280,
@@ -30,6 +31,13 @@ describe("withResumeHint", () => {
   it("says which command continues a run that stopped early, and nothing when it finished", async () => {
     expect(await runTest(logged(withResumeHint(Effect.succeed(summary("maxSteps")))))).toEqual(["continue with `trainer resume k4`"]);
     expect(await runTest(logged(withResumeHint(Effect.succeed(summary("finished")))))).toEqual([]);
+  });
+
+  // reliability D8: a run resumed by its path (a copy, another --runs-dir) is continued by its path, not by its name.
+  it("names a run that does not live at runs/<name> by its directory", async () => {
+    const at = (runDir: string) => runTest(logged(withResumeHint(Effect.succeed({ ...summary("stopped"), runDir }))));
+    expect(await at(path.resolve("elsewhere", "copy-of-k4"))).toEqual([`continue with \`trainer resume ${path.join("elsewhere", "copy-of-k4")}\``]);
+    expect(await at("/somewhere/else/k4")).toEqual(["continue with `trainer resume /somewhere/else/k4`"]);
   });
 
   it("adds the resume command to RunExists and leaves other failures alone", async () => {

@@ -1,7 +1,8 @@
 /**
  * Who owns a run directory, how a run is stopped, and what a command leaves behind: real trainer
  * processes, started as users start them (`npm run trainer`, the bin entry, node itself), real
- * signals, real run directories (issue 16: D5 run lock, D6 signals, D7 a lost `latest`).
+ * signals, real run directories (issue 16: D5 run lock, D6 signals, D7 a lost `latest`, D8 resume of
+ * a directory).
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
@@ -226,5 +227,26 @@ describe("a run whose latest is lost", () => {
     const r = trainer(["resume", "lost"]);
     expect(r.stderr).toMatch(/^error: .*runs\/lost\/latest: NotFound: missing, and no step directory verifies:\n\s+- .*step-00000004: NotFound: no manifest\.json\n\s+- .*step-00000002: NotFound/m);
     expect(r.status).toBe(1);
+  });
+});
+
+// reliability D8: `resume <dir>` trained the directory its config.json names relative to the cwd,
+// not <dir>: resuming a copy advanced the original.
+describe("resume <dir>", () => {
+  it("trains the directory it was given, whatever its config names, and leaves the original as it was", () => {
+    expect(trainer([...trainArgs("orig"), "--max-steps", "2"]).status).toBe(0);
+    const copy = path.join(root, "elsewhere", "copy-of-orig");
+    fs.cpSync(runDir("orig"), copy, { recursive: true });
+    const original = () => fs.readdirSync(runDir("orig")).sort().map((f) => [f, fs.statSync(path.join(runDir("orig"), f)).mtimeMs]);
+    const before = original();
+    for (const [given, step] of [[copy, 4], [path.relative(root, copy), 6]] as const) {
+      const r = trainer(["resume", given, "--max-steps", "2"]);
+      expect(r.stderr).toMatch(new RegExp(`resumed ${copy} at step ${step - 2}/`));
+      expect(r.stderr).toMatch(/continue with `trainer resume elsewhere\/copy-of-orig`/);
+      expect(r.status).toBe(0);
+      expect(fs.readFileSync(path.join(copy, "latest"), "utf8").trim()).toBe(stepName(step));
+    }
+    expect(latest("orig")).toBe("step-00000002");
+    expect(original()).toEqual(before);
   });
 });

@@ -48,6 +48,8 @@ export interface Options {
   readonly config: RunConfig;
   /** Continue from the run directory's `latest` checkpoint. */
   readonly resume: boolean;
+  /** The run directory, when it is not `<runsDir>/<name>` (`resume <dir>` trains the directory it was given). */
+  readonly runDir?: string;
   /** Which backend runs, and its peak FLOP/s if known (for MFU). */
   readonly backend: { readonly name: string; readonly peakFlops?: number };
   /** Polled between steps: true asks the run to checkpoint and stop (SIGINT/SIGTERM). */
@@ -123,7 +125,7 @@ const setup = Effect.fn("Trainer.setup")(function* (options: Options) {
   return {
     options,
     c,
-    runDir: path.resolve(c.runsDir, c.name),
+    runDir: path.resolve(options.runDir ?? path.join(c.runsDir, c.name)),
     cfg,
     plan,
     trainTokens: data.splits.train.tokens,
