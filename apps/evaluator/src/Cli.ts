@@ -3,11 +3,10 @@
  * its handler in Handlers.ts.
  */
 import { Args, Command, Options } from "@effect/cli";
-import { defaultTo } from "@patchlm/core";
-import { ComputeBackend } from "@patchlm/backend";
+import { Backend, defaultTo } from "@patchlm/core";
 import * as Handlers from "./Handlers";
 
-const backend = Options.choice("backend", ["auto", ...ComputeBackend.BackendName.literals]).pipe(
+const backend = Options.choice("backend", Backend.Choice.literals).pipe(
   Options.withDescription("compute backend (default: PATCHLM_BACKEND, then the best available)"),
   defaultTo("auto" as const),
 );

@@ -3,15 +3,14 @@
  * its handler in Handlers.ts.
  */
 import { Args, Command, Options } from "@effect/cli";
-import { defaultTo } from "@patchlm/core";
+import { Backend, defaultTo } from "@patchlm/core";
 import { Presets } from "@patchlm/model";
 import { Registry } from "@patchlm/patching";
-import { ComputeBackend } from "@patchlm/backend";
 import * as Handlers from "./Handlers";
 import { withResumeHint } from "./ResumeHint";
 import * as Study from "./Study";
 
-const backend = Options.choice("backend", ["auto", ...ComputeBackend.BackendName.literals]).pipe(
+const backend = Options.choice("backend", Backend.Choice.literals).pipe(
   Options.withDescription("compute backend (default: PATCHLM_BACKEND, then the best available)"),
   Options.optional,
 );

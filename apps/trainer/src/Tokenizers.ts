@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Effect, Either, Stream } from "effect";
-import { ConfigError, FileError } from "@patchlm/core";
+import { AtomicFile, ConfigError, FileError } from "@patchlm/core";
 import { Corpus, Split } from "@patchlm/data";
 import { RunFiles } from "@patchlm/train";
 import { Bpe } from "@patchlm/tokenization";
@@ -117,13 +117,9 @@ export const stage = Effect.fn("Tokenizers.stage")(function* (
 export const install = Effect.fn("Tokenizers.install")(function* (staged: Staged, outDir: string) {
   yield* RunFiles.copyTokenizer(staged.dir, outDir);
   const sourcePath = path.join(outDir, SOURCE_FILE);
+  if (staged.provenance !== undefined) return yield* AtomicFile.write(sourcePath, staged.provenance);
   yield* Effect.try({
-    try: () => {
-      if (staged.provenance === undefined) return fs.rmSync(sourcePath, { force: true });
-      const tmp = `${sourcePath}.tmp-${process.pid}`;
-      fs.writeFileSync(tmp, staged.provenance);
-      fs.renameSync(tmp, sourcePath);
-    },
+    try: () => fs.rmSync(sourcePath, { force: true }),
     catch: (e) => new FileError({ path: sourcePath, reason: "Unwritable", detail: (e as Error).message }),
   });
 });

@@ -1,5 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { getThreadsCount } from "@tensorflow/tfjs-backend-wasm";
+import { Backend } from "@patchlm/core";
 import { NativeBackend } from "@patchlm/native";
 import { Config, Context, Effect, Layer, Option, Schema } from "effect";
 import { availableParallelism } from "node:os";
@@ -10,14 +11,14 @@ import { probeTensorflow, tensorflowPackages } from "./internal/tensorflow";
 import * as WasmKernels from "./internal/wasmKernels";
 import * as WasmThreads from "./internal/wasmThreads";
 
-/** The compute backends, best first. */
-export const BackendName = Schema.Literal("tensorflow", "native", "wasm", "cpu");
-export type BackendName = typeof BackendName.Type;
+/** The compute backends, best first (the list lives in `@patchlm/core`'s `Backend`). */
+export const BackendName = Backend.Name;
+export type BackendName = Backend.Name;
 export const preference: ReadonlyArray<BackendName> = BackendName.literals;
 
 /** What a config file, flag or `PATCHLM_BACKEND` may ask for; `auto` means the best available. */
-export const Choice = Schema.Literal("auto", ...BackendName.literals);
-export type Choice = typeof Choice.Type;
+export const Choice = Backend.Choice;
+export type Choice = Backend.Choice;
 
 /** Environment variables read when the options leave a setting open. */
 export const env = {

@@ -1,9 +1,6 @@
 import { Either, ParseResult, Schema } from "effect";
 import { ConfigError } from "./Errors";
-
-const PositiveInt = Schema.Int.pipe(Schema.positive());
-const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative());
-const UnitInterval = Schema.Number.pipe(Schema.between(0, 1));
+import { PositiveInt, PositiveNumber, UnitInterval } from "./Numbers";
 
 /**
  * The decoder's shape. Letters used in shape comments across the project:
@@ -20,10 +17,10 @@ export const ModelConfig = Schema.Struct({
   ffnHidden: PositiveInt,
   /** Maximum positions T (patches in patch mode, tokens in token mode). */
   contextLength: PositiveInt,
-  ropeBase: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 10000 }),
-  normEps: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 1e-6 }),
+  ropeBase: Schema.optionalWith(PositiveNumber, { default: () => 10000 }),
+  normEps: Schema.optionalWith(PositiveNumber, { default: () => 1e-6 }),
   tieEmbeddings: Schema.optionalWith(Schema.Boolean, { default: () => false }),
-  initStd: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 0.02 }),
+  initStd: Schema.optionalWith(PositiveNumber, { default: () => 0.02 }),
 }).pipe(
   Schema.filter((c) => {
     const kv = c.nKvHeads ?? c.nHeads;
@@ -53,7 +50,8 @@ export const PatchConfig = Schema.Struct({
 });
 export type PatchConfig = typeof PatchConfig.Type;
 
-export const Numbers = { PositiveInt, NonNegativeInt, UnitInterval };
+/** The shared number schemas; their home is the top-level `Numbers` (kept here for libs/checkpoint's manifest until it moves). */
+export * as Numbers from "./Numbers";
 
 /**
  * Decode an unknown value (parsed JSON/YAML, merged flags) into a config type, reporting every

@@ -1,6 +1,8 @@
+export * as AtomicFile from "./AtomicFile";
+export * as Backend from "./Backend";
 export * as Config from "./Config";
-export * as Params from "./Params";
-export type { ParamSpec } from "./Params";
+export * as Numbers from "./Numbers";
+export { type ParamSpec, paramCount, paramSize } from "./ParamSpec";
 export { ConfigError, FileError, fileErrorFrom } from "./Errors";
 export { int, mulberry32, type Rng, shuffle } from "./Rng";
 export { defaultTo, nearestFlag, runCli } from "./Main";

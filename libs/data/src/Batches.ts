@@ -18,7 +18,7 @@
  * Reads use positioned reads on a few open shard files (see `Shards.open`), never whole shards;
  * `prefetch` batches are read ahead while the consumer computes.
  */
-import { Config, type ConfigError } from "@patchlm/core";
+import { Config, type ConfigError, Numbers } from "@patchlm/core";
 import { Tokenizer } from "@patchlm/tokenization";
 import { Effect, Option, Schema, Stream } from "effect";
 import { BatchError, type ShardError } from "./Errors";
@@ -26,8 +26,7 @@ import * as Permutation from "./internal/permutation";
 import * as Shards from "./Shards";
 import { SplitName } from "./Split";
 
-const PositiveInt = Schema.Int.pipe(Schema.positive());
-const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative());
+const { NonNegativeInt, PositiveInt } = Numbers;
 
 export const Order = Schema.Literal("shuffled", "sequential");
 export type Order = typeof Order.Type;

@@ -27,7 +27,7 @@
  * An interrupted run therefore leaves the old manifest (or none) and untrusted extra files.
  * One `prepare` per output directory at a time: step 4 deletes leftover temp files.
  */
-import { Config } from "@patchlm/core";
+import { AtomicFile, Config, Numbers } from "@patchlm/core";
 import { Tokenizer } from "@patchlm/tokenization";
 import { Chunk, Effect, Option, Schema, Sink, Stream } from "effect";
 import { createHash } from "node:crypto";
@@ -35,15 +35,14 @@ import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import * as Corpus from "./Corpus";
 import { WriteError } from "./Errors";
-import { describeFsError, isTempName, removeQuietly, writeFileAtomic } from "./internal/files";
+import { describeFsError, removeQuietly } from "./internal/files";
 import * as Permutation from "./internal/permutation";
 import * as ShardWriter from "./internal/ShardWriter";
 import * as Staging from "./internal/Staging";
 import * as Shards from "./Shards";
 import * as Split from "./Split";
 
-const PositiveInt = Schema.Int.pipe(Schema.positive());
-const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative());
+const { NonNegativeInt, PositiveInt, UnitInterval } = Numbers;
 
 export const defaultShardTokens = 16 * 1024 * 1024;
 
@@ -52,7 +51,7 @@ export const PrepareOptions = Schema.Struct({
   /** Output directory; created if missing. */
   outDir: Schema.String,
   /** Share of documents held out for validation (see `Split`). Default 0.01. */
-  validationFraction: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { default: () => 0.01 }),
+  validationFraction: Schema.optionalWith(UnitInterval, { default: () => 0.01 }),
   /** Seed of the document split and order. Default 0. */
   seed: Schema.optionalWith(Schema.Int, { default: () => 0 }),
   /** Tokens per shard (the last shard of a split may be shorter). Default 16 Mi. */
@@ -112,7 +111,7 @@ const listedShards = (m: Shards.Manifest): ReadonlySet<string> =>
 const removeUntrusted = (dir: string, keep: ReadonlySet<string> | undefined) =>
   Effect.flatMap(listDir(dir), (names) =>
     Effect.forEach(
-      names.filter((n) => isTempName(n) || (keep !== undefined && shardNamePattern.test(n) && !keep.has(n))),
+      names.filter((n) => AtomicFile.isTempName(n) || (keep !== undefined && shardNamePattern.test(n) && !keep.has(n))),
       (n) => removeQuietly(path.join(dir, n)),
       { discard: true },
     ),
@@ -274,7 +273,10 @@ export const prepare = Effect.fn("Prepare.prepare")(function* (input: PrepareOpt
         layout,
         splits: { train: entry("train", trainShards), validation: entry("validation", validationShards) },
       };
-      yield* writeFileAtomic(path.join(outDir, Shards.manifestFile), `${JSON.stringify(m, null, 2)}\n`);
+      const manifestPath = path.join(outDir, Shards.manifestFile);
+      yield* AtomicFile.write(manifestPath, `${JSON.stringify(m, null, 2)}\n`).pipe(
+        Effect.mapError((e) => new WriteError({ path: manifestPath, detail: e.detail })),
+      );
       return m;
     }),
   );

@@ -25,6 +25,7 @@
  * `[BOS]? tokens EOS` (see `Prepare`).
  */
 import { Effect, Either, Schema, Scope } from "effect";
+import { Numbers } from "@patchlm/core";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
@@ -119,7 +120,7 @@ export const decodeHeader = (file: string, bytes: Uint8Array, fileSize: number):
 // ---------------------------------------------------------------------------------------------
 // Manifest
 
-const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative());
+const { NonNegativeInt } = Numbers;
 
 export const ShardEntry = Schema.Struct({
   file: Schema.String,

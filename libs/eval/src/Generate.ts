@@ -19,12 +19,12 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { Effect, Either, Option, Schema, Stream } from "effect";
-import { Config, type ConfigError } from "@patchlm/core";
+import { Config, type ConfigError, Numbers } from "@patchlm/core";
 import { Model } from "@patchlm/model";
 import type { Tokenizer } from "@patchlm/tokenization";
 import { mulberry32, type Rng } from "./internal/Rng";
 
-const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative());
+const { NonNegativeInt } = Numbers;
 // Exact: a key is absent or in range, so an error names the range and not also "undefined".
 const opt = <A, I>(s: Schema.Schema<A, I>) => Schema.optionalWith(s, { exact: true });
 
@@ -37,7 +37,7 @@ export const SamplingOptions = Schema.Struct({
   /** Default 64. */
   maxNewTokens: opt(NonNegativeInt),
   /** Default 1; 0 means greedy. Finite and ≥ 0. */
-  temperature: opt(Schema.Number.pipe(Schema.finite(), Schema.nonNegative())),
+  temperature: opt(Numbers.NonNegativeNumber),
   /** Keep only the k most likely tokens; 0 (default) keeps all. */
   topK: opt(NonNegativeInt),
   /** Nucleus sampling threshold in (0, 1]; 1 (default) keeps all. */

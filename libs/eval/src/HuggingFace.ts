@@ -16,7 +16,7 @@ import * as buffer from "node:buffer";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Effect, Either } from "effect";
-import { Config } from "@patchlm/core";
+import { AtomicFile, Config } from "@patchlm/core";
 import { Safetensors } from "@patchlm/checkpoint";
 import { ParameterTable } from "@patchlm/model";
 import { PatchStrategy } from "@patchlm/patching";
@@ -206,14 +206,7 @@ const halfToFloat = (h: number): number => {
 };
 
 const writeFile = (file: string, data: string | Uint8Array) =>
-  Effect.try({
-    try: () => {
-      const tmp = `${file}.tmp-${process.pid}`;
-      fs.writeFileSync(tmp, data);
-      fs.renameSync(tmp, file);
-    },
-    catch: (e) => new EvalInputError({ path: file, reason: "Unwritable", detail: (e as Error).message }),
-  });
+  AtomicFile.write(file, data).pipe(Effect.mapError((e) => new EvalInputError({ path: file, reason: "Unwritable", detail: e.detail })));
 
 const ioError = (file: string, e: unknown) =>
   new EvalInputError({

@@ -1,4 +1,4 @@
-import { Config, Params, type ParamSpec } from "@patchlm/core";
+import { Config, paramCount, type ParamSpec } from "@patchlm/core";
 
 /**
  * The decoder's parameters, derived from the config (llm.c `ParameterTensors`, nanoGPT
@@ -87,7 +87,7 @@ export const make = (cfg: Config.ModelConfig): ReadonlyArray<ParamSpec> => {
 };
 
 /** Total number of scalars (tied embeddings counted once). */
-export const count = (cfg: Config.ModelConfig): number => Params.count(make(cfg));
+export const count = (cfg: Config.ModelConfig): number => paramCount(make(cfg));
 
 /**
  * Weights that take part in a matrix multiply per position, read off the table: every 2-D weight
@@ -96,7 +96,7 @@ export const count = (cfg: Config.ModelConfig): number => Params.count(make(cfg)
  */
 export const matmulCount = (cfg: Config.ModelConfig): number => {
   const head = headName(cfg);
-  return Params.count(make(cfg).filter((p) => p.shape.length === 2 && (p.name !== Names.embedTokens || p.name === head)));
+  return paramCount(make(cfg).filter((p) => p.shape.length === 2 && (p.name !== Names.embedTokens || p.name === head)));
 };
 
 /**

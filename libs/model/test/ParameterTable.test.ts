@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { Option } from "effect";
-import { Params } from "@patchlm/core";
+import { paramCount } from "@patchlm/core";
 import { expectNoTensorLeak } from "@patchlm/testing";
 import { Model, ParameterTable, Presets } from "../src";
 
@@ -143,7 +143,7 @@ describe("Model.init", () => {
     expect(Math.abs(mean)).toBeLessThan(1e-3);
     expect(Math.abs(std - 0.02)).toBeLessThan(4e-4);
     expect(Array.from(params["model.norm.weight"].dataSync()).every((v) => v === 1)).toBe(true);
-    expect(Params.count(ParameterTable.make(cfg))).toBe(Object.values(params).reduce((n, v) => n + v.size, 0));
+    expect(paramCount(ParameterTable.make(cfg))).toBe(Object.values(params).reduce((n, v) => n + v.size, 0));
     Model.dispose(params);
   });
 

@@ -1,5 +1,5 @@
 import { Either, Schema } from "effect";
-import { Config, ConfigError } from "@patchlm/core";
+import { Config, ConfigError, Numbers } from "@patchlm/core";
 
 /**
  * Learning-rate schedules as pure functions of the optimizer step, with Hugging Face semantics:
@@ -10,9 +10,9 @@ import { Config, ConfigError } from "@patchlm/core";
  * decays to 0, the paper's author says "falls to the min lr at the end", issue #4).
  */
 
-const Lr = Schema.Number.pipe(Schema.finite(), Schema.nonNegative());
-const PeakLr = Schema.Number.pipe(Schema.finite(), Schema.positive());
-const Steps = Config.Numbers.NonNegativeInt;
+const Lr = Numbers.NonNegativeNumber;
+const PeakLr = Numbers.PositiveNumber;
+const Steps = Numbers.NonNegativeInt;
 
 /** Linear warmup from 0 to `peakLr`, then half a cosine down to `minLr` at the last step. */
 export const Cosine = Schema.Struct({
@@ -40,7 +40,7 @@ export const WarmupStableDecay = Schema.Struct({
   peakLr: PeakLr,
   minLr: Schema.optionalWith(Lr, { default: () => 0 }),
   warmupSteps: Schema.optionalWith(Steps, { default: () => 0 }),
-  decayFraction: Schema.optionalWith(Config.Numbers.UnitInterval, { default: () => 0.2 }),
+  decayFraction: Schema.optionalWith(Numbers.UnitInterval, { default: () => 0.2 }),
   decayShape: Schema.optionalWith(Schema.Literal("linear", "cosine"), { default: () => "linear" as const }),
 });
 export type WarmupStableDecay = typeof WarmupStableDecay.Type;

@@ -1,5 +1,5 @@
 import { Either, Schema } from "effect";
-import { Config, ConfigError } from "@patchlm/core";
+import { Config, ConfigError, Numbers } from "@patchlm/core";
 import * as LrSchedule from "./LrSchedule";
 
 /**
@@ -12,7 +12,7 @@ import * as LrSchedule from "./LrSchedule";
  * patch = round(λ·D / tokensPerStep) (or round(λ·N) for a step budget), token = total − patch.
  */
 
-const PositiveNumber = Schema.Number.pipe(Schema.finite(), Schema.positive());
+const PositiveNumber = Numbers.PositiveNumber;
 
 /**
  * How much data: raw tokens D, optimizer steps N, or N epochs over a corpus of `tokensPerEpoch`
@@ -21,7 +21,7 @@ const PositiveNumber = Schema.Number.pipe(Schema.finite(), Schema.positive());
  */
 export const Budget = Schema.Struct({
   tokens: Schema.optional(PositiveNumber),
-  steps: Schema.optional(Config.Numbers.PositiveInt),
+  steps: Schema.optional(Numbers.PositiveInt),
   epochs: Schema.optional(PositiveNumber),
   tokensPerEpoch: Schema.optional(PositiveNumber),
 }).pipe(
@@ -45,9 +45,9 @@ export const PhasePlanConfig = Schema.Struct({
   switchPolicy: Config.PatchConfig.fields.switchPolicy,
   budget: Budget,
   /** Global batch in raw tokens, the same in both phases. */
-  tokensPerStep: Config.Numbers.PositiveInt,
+  tokensPerStep: Numbers.PositiveInt,
   /** T: model positions per sequence (patches in the patch phase, tokens in the token phase). */
-  seqLen: Config.Numbers.PositiveInt,
+  seqLen: Numbers.PositiveInt,
   schedule: LrSchedule.LrScheduleConfig,
 });
 export type PhasePlanConfig = typeof PhasePlanConfig.Type;

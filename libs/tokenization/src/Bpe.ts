@@ -1,12 +1,12 @@
 import * as path from "node:path";
 import { Effect, Layer, Option, Schema, Stream } from "effect";
+import { AtomicFile } from "@patchlm/core";
 import { learnMerges, type MergeTable } from "./internal/bpeTrainer";
 import { byteToUnicode, bytesToSymbols } from "./internal/byteLevel";
 import type { EncoderTable } from "./internal/byteLevelBpe";
 import { ByteLevelBpeEncoder } from "./internal/byteLevelBpe";
 import { descriptionHash } from "./internal/canonical";
 import * as EncodePool from "./internal/encodePool";
-import { writeFileAtomic } from "./internal/files";
 import { countWords } from "./internal/preTokenize";
 import { configuredSpecials, isRecord } from "./internal/json";
 import { resolveSpecials } from "./internal/specials";
@@ -303,8 +303,8 @@ export const jsonTokenizerHash = (json: unknown, special: Tokenizer.SpecialToken
  * written atomically. `HuggingFace.fromFile(dir)` loads it back with the same hash.
  */
 export const save = Effect.fn("Bpe.save")(function* (model: Model, dir: string) {
-  yield* writeFileAtomic(path.join(dir, "tokenizer.json"), JSON.stringify(model.json, null, 2) + "\n");
-  yield* writeFileAtomic(path.join(dir, "tokenizer_config.json"), JSON.stringify(model.config, null, 2) + "\n");
+  yield* AtomicFile.write(path.join(dir, "tokenizer.json"), JSON.stringify(model.json, null, 2) + "\n");
+  yield* AtomicFile.write(path.join(dir, "tokenizer_config.json"), JSON.stringify(model.config, null, 2) + "\n");
 });
 
 /** The tokenizer service of a model; its worker threads live as long as the scope. */

@@ -1,10 +1,7 @@
 import { Either, Schema } from "effect";
-import { Config, type ConfigError } from "@patchlm/core";
+import { Backend, Config, type ConfigError, Numbers } from "@patchlm/core";
 
-const PositiveInt = Schema.Int.pipe(Schema.positive());
-const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative());
-const PositiveNumber = Schema.Number.pipe(Schema.positive());
-const NonNegativeNumber = Schema.Number.pipe(Schema.nonNegative());
+const { NonNegativeInt, NonNegativeNumber, PositiveInt, PositiveNumber, UnitInterval } = Numbers;
 const opt = <A, I>(s: Schema.Schema<A, I>, d: NoInfer<A>) => Schema.optionalWith(s, { default: () => d });
 /** A nested section whose every field has a default: omitting it means "all defaults". */
 const section = <A, I>(s: Schema.Schema<A, I>) =>
@@ -27,7 +24,7 @@ export type ModelSection = typeof ModelSection.Type;
 /** The patch plan (docs/method.md §3): K, λ, strategy and what happens at the switch. */
 export const PatchSection = Schema.Struct({
   patchSize: opt(PositiveInt, 4),
-  patchFraction: opt(Schema.Number.pipe(Schema.between(0, 1)), 2 / 3),
+  patchFraction: opt(UnitInterval, 2 / 3),
   strategy: opt(Schema.String, "mean"),
   switchPolicy: opt(Config.SwitchPolicy, "reset"),
 });
@@ -65,10 +62,10 @@ export const OptimSection = Schema.Struct({
   warmupSteps: Schema.optional(NonNegativeInt),
   schedule: opt(Schema.Literal("cosine", "constant", "wsd"), "cosine"),
   /** WSD only: fraction of the phase spent decaying. */
-  decayFraction: opt(Schema.Number.pipe(Schema.between(0, 1)), 0.2),
+  decayFraction: opt(UnitInterval, 0.2),
   weightDecay: opt(NonNegativeNumber, 0.1),
-  beta1: opt(Schema.Number.pipe(Schema.between(0, 1)), 0.9),
-  beta2: opt(Schema.Number.pipe(Schema.between(0, 1)), 0.95),
+  beta1: opt(UnitInterval, 0.9),
+  beta2: opt(UnitInterval, 0.95),
   eps: opt(PositiveNumber, 1e-8),
   gradClip: opt(NonNegativeNumber, 1.0),
 });
@@ -88,7 +85,7 @@ export const RunConfig = Schema.Struct({
   /** A prepared data directory (the output of `trainer prepare`). */
   data: Schema.String,
   seed: opt(NonNegativeInt, 1234),
-  backend: opt(Schema.Literal("auto", "tensorflow", "native", "wasm", "cpu"), "auto"),
+  backend: opt(Backend.Choice, "auto"),
   model: section(ModelSection),
   patch: section(PatchSection),
   batch: BatchSection,

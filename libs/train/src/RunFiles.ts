@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { Effect, Layer, Schema, type Scope } from "effect";
-import { Config, FileError } from "@patchlm/core";
+import { AtomicFile, Config, FileError } from "@patchlm/core";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { Model } from "@patchlm/model";
 import { PatchStrategy } from "@patchlm/patching";
@@ -34,16 +34,6 @@ export type Stored =
   | { readonly kind: "file"; readonly path: string };
 
 const fileError = (p: string, reason: FileError["reason"], detail: string) => new FileError({ path: p, reason, detail });
-
-const writeAtomic = (file: string, text: string) =>
-  Effect.try({
-    try: () => {
-      const tmp = `${file}.tmp-${process.pid}`;
-      fs.writeFileSync(tmp, text);
-      fs.renameSync(tmp, file);
-    },
-    catch: (e) => fileError(file, "Unwritable", (e as Error).message),
-  });
 
 const TOKENIZER_FILES = [TOKENIZER_JSON, TOKENIZER_CONFIG, TOKENIZER_SPEC] as const;
 
@@ -72,7 +62,7 @@ export const saveTokenizer = Effect.fn("RunFiles.saveTokenizer")(function* (dir:
   switch (stored.kind) {
     case "bytes":
     case "tiktoken":
-      yield* writeAtomic(path.join(dir, TOKENIZER_SPEC), JSON.stringify(stored) + "\n");
+      yield* AtomicFile.write(path.join(dir, TOKENIZER_SPEC), JSON.stringify(stored) + "\n");
       return yield* removeFiles(dir, [TOKENIZER_JSON, TOKENIZER_CONFIG]);
     case "bpe":
       yield* Bpe.save(stored.model, dir);
@@ -84,8 +74,8 @@ export const saveTokenizer = Effect.fn("RunFiles.saveTokenizer")(function* (dir:
       if (!fs.existsSync(json)) return yield* fileError(json, "NotFound", "expected a Hugging Face tokenizer.json");
       const text = yield* readSource(json);
       const config = fs.existsSync(configPath) ? yield* readSource(configPath) : undefined;
-      yield* writeAtomic(path.join(dir, TOKENIZER_JSON), text);
-      if (config !== undefined) yield* writeAtomic(path.join(dir, TOKENIZER_CONFIG), config);
+      yield* AtomicFile.write(path.join(dir, TOKENIZER_JSON), text);
+      if (config !== undefined) yield* AtomicFile.write(path.join(dir, TOKENIZER_CONFIG), config);
       return yield* removeFiles(dir, config === undefined ? [TOKENIZER_CONFIG, TOKENIZER_SPEC] : [TOKENIZER_SPEC]);
     }
   }
@@ -99,7 +89,7 @@ export const copyTokenizer = Effect.fn("RunFiles.copyTokenizer")(function* (from
   const present = TOKENIZER_FILES.filter((f) => fs.existsSync(path.join(from, f)));
   if (present.length === 0) return yield* fileError(from, "NotFound", `no ${TOKENIZER_JSON} or ${TOKENIZER_SPEC}; was it made by \`trainer prepare\`?`);
   const texts = yield* Effect.forEach(present, (f) => readSource(path.join(from, f)));
-  for (const [i, f] of present.entries()) yield* writeAtomic(path.join(to, f), texts[i]);
+  for (const [i, f] of present.entries()) yield* AtomicFile.write(path.join(to, f), texts[i]);
   yield* removeFiles(
     to,
     TOKENIZER_FILES.filter((f) => !present.includes(f)),

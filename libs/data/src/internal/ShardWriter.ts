@@ -5,7 +5,8 @@ import * as path from "node:path";
 import { WriteError } from "../Errors";
 import { bytesPerToken, type Dtype, encodeHeader, formatVersion, headerBytes, type ShardEntry } from "../Shards";
 import type { SplitName } from "../Split";
-import { commitTemp, describeFsError, removeQuietly, tempPathFor } from "./files";
+import { AtomicFile } from "@patchlm/core";
+import { commitTemp, describeFsError, removeQuietly } from "./files";
 
 export interface WriterOptions {
   readonly dir: string;
@@ -59,7 +60,7 @@ export const make = (o: WriterOptions): Effect.Effect<ShardWriter, never, Scope.
     const openShard = Effect.tryPromise({
       try: async (): Promise<OpenShard> => {
         const file = path.join(o.dir, shardFileName(o.split, o.prefix, written.length));
-        const temp = tempPathFor(file);
+        const temp = AtomicFile.tempPathFor(file);
         const handle = await fsp.open(temp, "wx");
         await handle.write(new Uint8Array(headerBytes), 0, headerBytes, 0);
         return { file, temp, handle, hash: createHash("sha256"), tokens: 0 };

@@ -2,7 +2,8 @@ import { Effect, Scope } from "effect";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { WriteError } from "../Errors";
-import { describeFsError, removeQuietly, tempPathFor } from "./files";
+import { AtomicFile } from "@patchlm/core";
+import { describeFsError, removeQuietly } from "./files";
 
 /**
  * One split's documents as `prepare` encodes them, in corpus order, parked in a temp file so that
@@ -24,7 +25,7 @@ const bufferIds = 1 << 20;
 /** A staging file next to the output, named as a temp file (a crash leaves one the next `prepare` deletes). */
 export const make = (dir: string, label: string): Effect.Effect<Staging, WriteError, Scope.Scope> =>
   Effect.gen(function* () {
-    const file = tempPathFor(path.join(dir, `${label}.staging`));
+    const file = AtomicFile.tempPathFor(path.join(dir, `${label}.staging`));
     const fail = (e: unknown) => new WriteError({ path: file, detail: describeFsError(e) });
     const handle = yield* Effect.acquireRelease(
       Effect.tryPromise({ try: () => fsp.open(file, "wx+"), catch: fail }),

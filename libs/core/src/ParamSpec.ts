@@ -14,7 +14,7 @@ export interface ParamSpec {
 }
 
 /** Number of scalars in a parameter. */
-export const size = (p: ParamSpec): number => p.shape.reduce((a, b) => a * b, 1);
+export const paramSize = (p: ParamSpec): number => p.shape.reduce((a, b) => a * b, 1);
 
 /** Total scalars over a table. */
-export const count = (table: ReadonlyArray<ParamSpec>): number => table.reduce((n, p) => n + size(p), 0);
+export const paramCount = (table: ReadonlyArray<ParamSpec>): number => table.reduce((n, p) => n + paramSize(p), 0);
