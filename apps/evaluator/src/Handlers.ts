@@ -3,10 +3,11 @@
  * print results. Every handler also returns its results (tests and scripts use them).
  */
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { Console, Effect, Either, Option, Stream } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
-import { Checkpoint } from "@patchlm/checkpoint";
+import { Checkpoint, RunLock } from "@patchlm/checkpoint";
 import { Config, ConfigError, FileError } from "@patchlm/core";
 import { Choice, Cloze, Documents, EvalInputError, Generate, HuggingFace, Perplexity, Report, Tasks } from "@patchlm/eval";
 import { Model } from "@patchlm/model";
@@ -422,13 +423,39 @@ const ensureFreshOut = (out: string): Effect.Effect<void, EvalInputError> =>
     );
   });
 
+/** This host in a staging directory's name (letters, digits, dots and dashes). */
+const hostTag = (): string => os.hostname().replace(/[^A-Za-z0-9.-]/g, "_");
+
+/** `<out>.tmp-import-<host>-<pid>-XXXXXX`: the import staging into it names itself. */
+const stagingPrefix = (out: string): string => `${out}.tmp-import-${hostTag()}-${process.pid}-`;
+
+/**
+ * The staging directories that earlier imports to the same `--out` left when they were killed
+ * (kill -9, a crash, a full disk): removed when their process is provably gone (this host, pid no
+ * longer running). Another import in progress, or one from another host, is left alone.
+ */
+const removeStaleImports = (out: string) =>
+  Effect.gen(function* () {
+    const parent = path.dirname(out);
+    const prefix = `${path.basename(out)}.tmp-import-`;
+    const names = fs.existsSync(parent) ? fs.readdirSync(parent).filter((n) => n.startsWith(prefix)) : [];
+    for (const name of names) {
+      const owner = /^(.+)-(\d+)-[A-Za-z0-9]{6}$/.exec(name.slice(prefix.length));
+      if (owner === null || owner[1] !== hostTag() || RunLock.liveness({ host: os.hostname(), pid: Number(owner[2]) }).state !== "dead") continue;
+      fs.rmSync(path.join(parent, name), { recursive: true, force: true });
+      yield* Effect.logWarning(`removed ${path.join(parent, name)}, left by an import (pid ${owner[2]}) that did not finish`);
+    }
+  });
+
 /**
  * Import into a staging directory beside `--out` (same file system), renamed into place only once
- * the checkpoint and tokenizer are complete and checked: a failed import leaves nothing behind.
+ * the checkpoint and tokenizer are complete and checked: a failed import leaves nothing behind, and
+ * what a killed one left is removed by the next import to the same `--out`.
  */
 export const importHf = Effect.fn("evaluator.import")(function* (o: ImportOptions) {
   const out = path.resolve(o.out);
   yield* ensureFreshOut(out);
+  yield* removeStaleImports(out);
   const hf = yield* HuggingFace.read(o.hfDir);
   return yield* Effect.scoped(
     Effect.gen(function* () {
@@ -436,7 +463,7 @@ export const importHf = Effect.fn("evaluator.import")(function* (o: ImportOption
         Effect.try({
           try: () => {
             fs.mkdirSync(path.dirname(out), { recursive: true });
-            return fs.mkdtempSync(`${out}.tmp-import-${process.pid}-`);
+            return fs.mkdtempSync(stagingPrefix(out));
           },
           catch: (e) => new EvalInputError({ path: out, reason: "Unwritable", detail: (e as Error).message }),
         }),

@@ -2,6 +2,7 @@
  * The evaluator's handlers end to end on a tiny checkpoint made here: Model.init weights saved with
  * Checkpoint.save, the byte tokenizer stored beside the run, a small prepared corpus.
  */
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -235,6 +236,34 @@ describe("evaluator handlers", () => {
     await run(provide(Handlers.importHf({ hfDir: hf, out: empty, step: 3 })));
     expect(fs.readFileSync(path.join(empty, "latest"), "utf8").trim()).toBe("step-00000003");
     expect(fs.readdirSync(parent)).toEqual(["empty"]);
+  });
+
+  // reliability D13: a killed import left its `<out>.tmp-import-*` staging directory behind for good.
+  it("an import removes the staging directory a killed import to the same --out left, and no other", async () => {
+    const hf = path.join(root, "hf-for-d13");
+    await run(provide(Handlers.exportHf({ checkpoint: runDir, hf, tokenizer: none })));
+    const parent = path.join(root, "imports-d13");
+    fs.mkdirSync(parent);
+    // A process killed with SIGKILL, as an import killed mid-way: its pid is provably gone.
+    const killed = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"]);
+    await new Promise((r) => killed.once("spawn", r));
+    killed.kill("SIGKILL");
+    await new Promise((r) => killed.once("exit", r));
+    const host = os.hostname().replace(/[^A-Za-z0-9.-]/g, "_");
+    const left = (owner: string, pid: number) => {
+      const dir = path.join(parent, `model.tmp-import-${owner}-${pid}-a1B2c3`);
+      fs.mkdirSync(path.join(dir, "step-00000000"), { recursive: true });
+      fs.writeFileSync(path.join(dir, "step-00000000", "model.safetensors"), new Uint8Array(4096));
+      return path.basename(dir);
+    };
+    const stale = left(host, killed.pid!);
+    const inProgress = left(host, process.pid);
+    const elsewhere = left("other-host.example", killed.pid!);
+    const otherOut = `other.tmp-import-${host}-${killed.pid}-a1B2c3`;
+    fs.mkdirSync(path.join(parent, otherOut));
+    await run(provide(Handlers.importHf({ hfDir: hf, out: path.join(parent, "model"), step: 0 })));
+    expect(fs.readdirSync(parent).sort()).toEqual(["model", elsewhere, inProgress, otherOut].sort());
+    expect(fs.existsSync(path.join(parent, stale))).toBe(false);
   });
 
   it("bad input: another tokenizer, a missing or corrupt checkpoint, a malformed task line", async () => {

@@ -4,7 +4,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { FileSystem } from "@effect/platform";
-import { Console, Effect, Layer, Option, Stream } from "effect";
+import { Console, Effect, Exit, Layer, Option, Stream } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint, RunLock } from "@patchlm/checkpoint";
 import { ConfigError } from "@patchlm/core";
@@ -167,6 +167,34 @@ const ensureNoCheckpoints = Effect.fn("trainer.ensureNoCheckpoints")(function* (
   });
 });
 
+/** Make a new run's directory (and its parents): true when this call made it, false when it was there. */
+const makeRunDirectory = (runDir: string) =>
+  Effect.sync(() => {
+    fs.mkdirSync(path.dirname(runDir), { recursive: true });
+    try {
+      fs.mkdirSync(runDir);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
+      throw e;
+    }
+  });
+
+/**
+ * A new run that failed (or was stopped) before its first step leaves nothing: the directory this
+ * invocation made is removed when it holds no checkpoint and no metric record (the tokenizer copy,
+ * config.json and empty logs it may hold are all this invocation's). One whose steps ran keeps its
+ * metrics, which say what went wrong.
+ */
+const removeUnstarted = (runDir: string) =>
+  Effect.gen(function* () {
+    const metrics = path.join(runDir, "metrics.jsonl");
+    if ((yield* Checkpoint.list(runDir)).length > 0 || (yield* Checkpoint.latestName(runDir)) !== undefined) return;
+    if (fs.existsSync(metrics) && fs.statSync(metrics).size > 0) return;
+    fs.rmSync(runDir, { recursive: true, force: true });
+    yield* Effect.logInfo(`removed ${runDir}: the run failed before its first step`);
+  }).pipe(Effect.catchAll((e) => Effect.logWarning(`could not tidy ${runDir} after the failed start: ${e.message}`)));
+
 /** A run that lost `latest` resumes from its newest step directory that verifies, and says so. */
 const recoverLatest = Effect.fn("trainer.recoverLatest")(function* (runDir: string) {
   const recovered = yield* Checkpoint.recoverLatest(runDir);
@@ -193,8 +221,21 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
   const backend = yield* ComputeBackend.make({ backend: opts.backend ?? config.backend });
   const runDir = path.resolve(opts.runDir ?? path.join(config.runsDir, config.name));
   const plan = yield* Setup.phasePlan(config);
-  if (!opts.resume) fs.mkdirSync(runDir, { recursive: true });
+  const peakFlops = backend.peakGflops === undefined ? undefined : backend.peakGflops * 1e9;
+  const options: Trainer.Options = {
+    config,
+    resume: opts.resume,
+    runDir,
+    backend: { name: backend.name, peakFlops },
+    packageVersions: packageVersions(),
+    maxSteps: opts.maxSteps,
+  };
+  // A new run is checked whole (data, tokenizer, model, plan, batches) before its directory exists.
+  if (!opts.resume) yield* Trainer.setup(options).pipe(Effect.provide(Layer.merge(RunFiles.tokenizerLayer(config.data), Registry.layer)));
+  const created = !opts.resume && (yield* makeRunDirectory(runDir));
   yield* RunLock.acquire(runDir);
+  // Added after the lock, so it runs before the lock is released.
+  if (created) yield* Effect.addFinalizer((exit) => (Exit.isSuccess(exit) ? Effect.void : removeUnstarted(runDir)));
   if (opts.resume) {
     yield* recoverLatest(runDir);
     yield* checkRunTokenizer(runDir, config.data);
@@ -202,7 +243,6 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
     yield* ensureNoCheckpoints(runDir, config.name);
     yield* RunFiles.copyTokenizer(config.data, runDir);
   }
-  const peakFlops = backend.peakGflops === undefined ? undefined : backend.peakGflops * 1e9;
   // Only the step, for the progress bar: the listing reads no tensors (the trainer loads them).
   const startStep = opts.resume ? ((yield* Checkpoint.list(runDir)).find((c) => c.isLatest)?.step ?? 0) : 0;
   const services = Layer.mergeAll(
@@ -211,14 +251,7 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
     Progress.layer({ totalSteps: plan.totalSteps, startStep }),
     Registry.layer,
   );
-  const summary = yield* Trainer.run({
-    config,
-    resume: opts.resume,
-    runDir,
-    backend: { name: backend.name, peakFlops },
-    packageVersions: packageVersions(),
-    maxSteps: opts.maxSteps,
-  }).pipe(Effect.provide(services));
+  const summary = yield* Trainer.run(options).pipe(Effect.provide(services));
   yield* finishRun(runDir, config, summary);
   return summary;
 }, Effect.scoped);

@@ -2,7 +2,7 @@
  * Who owns a run directory, how a run is stopped, and what a command leaves behind: real trainer
  * processes, started as users start them (`npm run trainer`, the bin entry, node itself), real
  * signals, real run directories (issue 16: D5 run lock, D6 signals, D7 a lost `latest`, D8 resume of
- * a directory).
+ * a directory, D13 what a failed command leaves).
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
@@ -35,10 +35,10 @@ const latest = (name: string): string | undefined => {
 const errorLines = (stderr: string) => stderr.split("\n").filter((l) => l.startsWith("error:"));
 
 /** A small run: 128 tokens a step, a checkpoint every 2 steps, 256 steps in all; any working directory. */
-const trainArgs = (name: string, extra: ReadonlyArray<string> = []) => [
+const trainArgs = (name: string, extra: ReadonlyArray<string> = [], data = "data") => [
   "train",
   "--name", name,
-  "--data", path.join(root, "data"),
+  "--data", path.join(root, data),
   "--runs-dir", path.join(root, "runs"),
   "--preset", "tiny",
   "--patch-size", "4",
@@ -248,5 +248,37 @@ describe("resume <dir>", () => {
     }
     expect(latest("orig")).toBe("step-00000002");
     expect(original()).toEqual(before);
+  });
+});
+
+// reliability D13: a train that failed to start left an empty or partial run directory (its
+// tokenizer, config.json, empty logs) behind.
+describe("a train that cannot start leaves nothing", () => {
+  it("a config that does not fit the data or the model is refused before the run directory exists", () => {
+    const cases: ReadonlyArray<[ReadonlyArray<string>, RegExp]> = [
+      [["--set", "model.vocabSize=300"], /model\.vocabSize: 300 differs from the data's tokenizer vocabulary/],
+      [["--set", "batch.uniqueTokens=99999999"], /batch\.uniqueTokens: 99999999 exceeds the \d+ tokens of the train split/],
+      [["--micro-batch", "3"], /batch\.microBatch: 3 sequences does not divide/],
+    ];
+    for (const [flags, want] of cases) {
+      const r = trainer([...trainArgs("never"), ...flags]);
+      expect(errorLines(r.stderr)).toHaveLength(1);
+      expect(r.stderr).toMatch(want);
+      expect(r.status).toBe(1);
+      expect(fs.existsSync(runDir("never"))).toBe(false);
+    }
+  });
+
+  it("a run that fails at its first step (an out-of-vocabulary id in a shard) removes the directory it made", () => {
+    const data = path.join(root, "data-oov");
+    fs.cpSync(path.join(root, "data"), data, { recursive: true });
+    const shard = fs.readdirSync(data).find((f) => f.startsWith("train-"))!;
+    const bytes = fs.readFileSync(path.join(data, shard));
+    bytes.fill(0xff, 128);
+    fs.writeFileSync(path.join(data, shard), bytes);
+    const r = trainer(trainArgs("oov", [], "data-oov"));
+    expect(errorLines(r.stderr)).toEqual([expect.stringMatching(new RegExp(`^error: .*${shard}.*`))]);
+    expect(r.status).toBe(1);
+    expect(fs.existsSync(runDir("oov"))).toBe(false);
   });
 });

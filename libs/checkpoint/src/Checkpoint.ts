@@ -17,8 +17,9 @@ import { findNonFinite } from "./internal/Finite";
  *
  * Crash safety: a checkpoint is written into a `.tmp-*` directory, every file fsynced, then renamed
  * into place. `latest` is replaced by writing a temp file and renaming it. A crash at any point
- * leaves the previous checkpoint and `latest` intact. A half-written `.tmp-*` directory is ignored
- * by `load` and removed by the next `save` of the process that holds the run's lock (RunLock).
+ * leaves the previous checkpoint and `latest` intact; a save that fails (a full disk) removes its
+ * temp files itself. A crash's half-written `.tmp-*` directory is ignored by `load` and removed by
+ * the next `save` of the process that holds the run's lock (RunLock).
  * One process writes a run directory at a time.
  */
 
@@ -209,10 +210,15 @@ export const prune = Effect.fn("Checkpoint.prune")(function* (runDir: string, ke
 const writeLatest = (runDir: string, name: string) =>
   Effect.gen(function* () {
     const pointerTmp = join(runDir, `${TEMP_PREFIX}latest-${suffix()}`);
-    yield* writeSynced(pointerTmp, [utf8.encode(name + "\n")]);
-    yield* io(join(runDir, LATEST_FILE), "write", (fs) => fs.rename(pointerTmp, join(runDir, LATEST_FILE)));
+    yield* Effect.zipRight(
+      writeSynced(pointerTmp, [utf8.encode(name + "\n")]),
+      io(join(runDir, LATEST_FILE), "write", (fs) => fs.rename(pointerTmp, join(runDir, LATEST_FILE))),
+    ).pipe(Effect.onError(() => removeQuietly(pointerTmp)));
     yield* syncDirectory(runDir);
   });
+
+/** Remove a temp file or directory of a save that failed; a failure to remove is not the error to report. */
+const removeQuietly = (path: string) => Effect.ignore(io(path, "write", (fs) => fs.remove(path, { recursive: true, force: true })));
 
 /**
  * Write a checkpoint of `input.step` into `runDir`, atomically, point `latest` at it, and prune
@@ -230,32 +236,38 @@ export const save = Effect.fn("Checkpoint.save")(function* (runDir: string, inpu
   yield* io(runDir, "write", (fs) => fs.makeDirectory(runDir, { recursive: true }));
   yield* cleanup(runDir);
 
+  // A write that fails (a full disk) removes its partial temp directory at once: left for the next
+  // save, it would keep the disk full. Only a crash leaves one behind.
   const tmp = join(runDir, `${TEMP_PREFIX}${name}-${suffix()}`);
   yield* io(tmp, "write", (fs) => fs.makeDirectory(tmp));
-  const files: Record<string, { sha256: string; bytes: number }> = {};
-  files[MODEL_FILE] = yield* Safetensors.writeFile(join(tmp, MODEL_FILE), input.tensors, { format: "pt" });
-  if (input.optimizer) files[OPTIMIZER_FILE] = yield* Safetensors.writeFile(join(tmp, OPTIMIZER_FILE), input.optimizer.tensors);
-  const manifest: Manifest = {
-    ...input.manifest,
-    formatVersion: FORMAT_VERSION,
-    step: input.step,
-    ...(input.optimizer ? { optimizerStep: input.optimizer.step } : {}),
-    createdAt: new Date().toISOString(),
-    files,
-  };
-  yield* writeSynced(join(tmp, MANIFEST_FILE), [utf8.encode(JSON.stringify(manifest, null, 2) + "\n")]);
-  yield* syncDirectory(tmp);
+  const manifest = yield* Effect.gen(function* () {
+    const files: Record<string, { sha256: string; bytes: number }> = {};
+    files[MODEL_FILE] = yield* Safetensors.writeFile(join(tmp, MODEL_FILE), input.tensors, { format: "pt" });
+    if (input.optimizer) files[OPTIMIZER_FILE] = yield* Safetensors.writeFile(join(tmp, OPTIMIZER_FILE), input.optimizer.tensors);
+    const manifest: Manifest = {
+      ...input.manifest,
+      formatVersion: FORMAT_VERSION,
+      step: input.step,
+      ...(input.optimizer ? { optimizerStep: input.optimizer.step } : {}),
+      createdAt: new Date().toISOString(),
+      files,
+    };
+    yield* writeSynced(join(tmp, MANIFEST_FILE), [utf8.encode(JSON.stringify(manifest, null, 2) + "\n")]);
+    yield* syncDirectory(tmp);
 
-  // Publish the directory. Re-saving a step (after resuming from an older checkpoint) moves the old
-  // copy aside first: a directory cannot be renamed over a non-empty one.
-  if (yield* io(dir, "read", (fs) => fs.exists(dir))) {
-    const aside = join(runDir, `${TEMP_PREFIX}replaced-${name}-${suffix()}`);
-    yield* io(dir, "write", (fs) => fs.rename(dir, aside));
-    yield* io(dir, "write", (fs) => fs.rename(tmp, dir));
-    yield* io(aside, "write", (fs) => fs.remove(aside, { recursive: true }));
-  } else {
-    yield* io(dir, "write", (fs) => fs.rename(tmp, dir));
-  }
+    // Publish the directory. Re-saving a step (after resuming from an older checkpoint) moves the
+    // old copy aside first (a directory cannot be renamed over a non-empty one), and back if the
+    // new one cannot take its place.
+    if (yield* io(dir, "read", (fs) => fs.exists(dir))) {
+      const aside = join(runDir, `${TEMP_PREFIX}replaced-${name}-${suffix()}`);
+      yield* io(dir, "write", (fs) => fs.rename(dir, aside));
+      yield* io(dir, "write", (fs) => fs.rename(tmp, dir)).pipe(Effect.onError(() => Effect.ignore(io(dir, "write", (fs) => fs.rename(aside, dir)))));
+      yield* removeQuietly(aside);
+    } else {
+      yield* io(dir, "write", (fs) => fs.rename(tmp, dir));
+    }
+    return manifest;
+  }).pipe(Effect.onError(() => removeQuietly(tmp)));
   yield* syncDirectory(runDir);
 
   yield* writeLatest(runDir, name);

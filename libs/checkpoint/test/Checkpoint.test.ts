@@ -134,21 +134,85 @@ const crashingAt = (when: (method: "rename" | "open", path: string) => boolean) 
     }),
   ).pipe(Layer.provide(NodeFileSystem.layer));
 
+/**
+ * NodeFileSystem on a disk that fills up after `bytes` more bytes: a write past that writes what
+ * fits, then fails with ENOSPC, leaving a partial file as a real full disk does.
+ */
+const diskFullAfter = (bytes: number) =>
+  Layer.effect(
+    FileSystem.FileSystem,
+    Effect.map(FileSystem.FileSystem, (fs) => {
+      let left = bytes;
+      const full = (path: string) =>
+        new SystemError({ reason: "Unknown", module: "FileSystem", method: "write", pathOrDescriptor: path, description: "ENOSPC: no space left on device" });
+      const writeAll = (file: FileSystem.File, path: string) => (buffer: Uint8Array) => {
+        const n = Math.min(left, buffer.length);
+        left -= n;
+        return n === buffer.length ? file.writeAll(buffer) : Effect.zipRight(file.writeAll(buffer.subarray(0, n)), Effect.fail(full(path)));
+      };
+      const onFullDisk = (file: FileSystem.File, path: string): FileSystem.File =>
+        new Proxy(file, {
+          get: (target, key) => {
+            if (key === "writeAll") return writeAll(target, path);
+            const value = Reflect.get(target, key, target) as unknown;
+            return typeof value === "function" ? value.bind(target) : value;
+          },
+        });
+      return { ...fs, open: (path: string, options?: FileSystem.OpenFileOptions) => Effect.map(fs.open(path, options), (f) => onFullDisk(f, path)) } satisfies FileSystem.FileSystem;
+    }),
+  ).pipe(Layer.provide(NodeFileSystem.layer));
+
 describe("Checkpoint atomicity", () => {
-  it("a crash while writing files leaves latest on the previous checkpoint; the next save cleans up", async () => {
+  // reliability D13: on ENOSPC a partial .tmp-step-* stayed behind and kept the disk full.
+  it("a save that fails on a full disk removes its partial files at once; latest stays on the previous checkpoint", async () => {
+    await run(Checkpoint.save(runDir, input(10)));
+    const bytes = (d: string) => readdirSync(d).reduce((n, f) => n + readFileSync(join(d, f)).length, 0);
+    const oneCheckpoint = bytes(join(runDir, "step-00000010"));
+    for (const room of [100, Math.floor(oneCheckpoint / 2), oneCheckpoint - 10]) {
+      const e = await runTestFailure(Effect.provide(Checkpoint.save(runDir, input(20)), diskFullAfter(room)));
+      expect(e).toMatchObject({ _tag: "FileError", reason: "Unwritable" });
+      expect(e.message).toMatch(/ENOSPC/);
+      expect(readdirSync(runDir).filter((n) => n.startsWith("."))).toEqual([]);
+      expect(stepDirs()).toEqual(["step-00000010"]);
+      expect(latestOnDisk()).toBe("step-00000010\n");
+    }
+    // Room for the checkpoint but not for `latest` ("step-00000020\\n"): the new step is published, latest stays.
+    const scratch = join(runDir, "..", "scratch");
+    await run(Checkpoint.save(scratch, input(20)));
+    await runTestFailure(Effect.provide(Checkpoint.save(runDir, input(20)), diskFullAfter(bytes(join(scratch, "step-00000020")) + 5)));
+    expect(stepDirs()).toEqual(["step-00000010", "step-00000020"]);
+    expect(readdirSync(runDir).filter((n) => n.startsWith("."))).toEqual([]);
+    expect(latestOnDisk()).toBe("step-00000010\n");
+    expect((await run(Checkpoint.load(runDir))).manifest.step).toBe(10);
+    await run(Checkpoint.save(runDir, input(20)));
+    expect((await run(Checkpoint.load(runDir))).manifest.step).toBe(20);
+  });
+
+  it("a failed write leaves latest on the previous checkpoint and no temp files; a crash's leftovers go with the next save", async () => {
     await run(Checkpoint.save(runDir, input(10)));
     const e = await runTestFailure(Effect.provide(Checkpoint.save(runDir, input(20)), crashingAt((m, p) => m === "open" && p.endsWith("optimizer.safetensors"))));
     expect(e).toMatchObject({ _tag: "FileError", reason: "Unwritable" });
-    const leftovers = readdirSync(runDir).filter((n) => n.startsWith(".tmp-step-00000020"));
-    expect(leftovers).toHaveLength(1);
-    expect(readdirSync(join(runDir, leftovers[0]))).toEqual(["model.safetensors"]);
+    expect(readdirSync(runDir).filter((n) => n.startsWith("."))).toEqual([]);
     expect(stepDirs()).toEqual(["step-00000010"]);
     expect(latestOnDisk()).toBe("step-00000010\n");
     expect((await run(Checkpoint.load(runDir))).manifest.step).toBe(10);
 
+    // What a crash (no chance to clean up) of this process leaves: removed by its next save.
+    const crashed = join(runDir, `.tmp-step-00000020-${process.pid}-0123abcd`);
+    mkdirSync(crashed);
+    writeFileSync(join(crashed, "model.safetensors"), new Uint8Array(100));
     await run(Checkpoint.save(runDir, input(20)));
     expect(readdirSync(runDir).filter((n) => n.startsWith("."))).toEqual([]);
     expect((await run(Checkpoint.load(runDir))).manifest.step).toBe(20);
+  });
+
+  it("re-saving a step whose new copy cannot be published puts the old copy back", async () => {
+    await run(Checkpoint.save(runDir, input(10)));
+    let renames = 0;
+    await runTestFailure(Effect.provide(Checkpoint.save(runDir, input(10)), crashingAt((m, p) => m === "rename" && p.endsWith("step-00000010") && renames++ === 0)));
+    expect(readdirSync(runDir).filter((n) => n.startsWith("."))).toEqual([]);
+    expect(stepDirs()).toEqual(["step-00000010"]);
+    expect((await run(Checkpoint.load(runDir))).tensors).toEqual(weights(11));
   });
 
   it("a crash before the step directory is published, or before latest is replaced, keeps latest valid", async () => {

@@ -111,8 +111,11 @@ export const CONFIG_FILE = "config.json";
 
 // --- setup: the run's fixed facts ------------------------------------------------------------
 
-/** What stays fixed for the whole run, derived once from the config, the data and the tokenizer. */
-const setup = Effect.fn("Trainer.setup")(function* (options: Options) {
+/**
+ * What stays fixed for the whole run, derived once from the config, the data and the tokenizer.
+ * Reads only, so an app can run it first to check a run before it creates anything.
+ */
+export const setup = Effect.fn("Trainer.setup")(function* (options: Options) {
   const c = options.config;
   const tokenizer = yield* Tokenizer.Tokenizer;
   const data = yield* Shards.readManifest(c.data);
