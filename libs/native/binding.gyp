@@ -1,7 +1,17 @@
 {
   "targets": [
     {
+      # Our own SGEMM, compiled for baseline x86-64: its AVX2 and AVX-512 kernels carry their own
+      # target attributes and are picked at run time, so this part needs no -march=native.
+      "target_name": "patchlm_sgemm",
+      "type": "static_library",
+      "sources": ["src/cc/sgemm.cc"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=gnu++20", "-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
       "target_name": "patchlm_native",
+      "dependencies": ["patchlm_sgemm"],
       "sources": [
         "src/cc/addon.cc",
         "src/cc/attention.cc",

@@ -30,6 +30,10 @@ export interface Info {
   readonly blasThreads: number;
   /** Threads of the addon's own pool for elementwise work (including the calling thread). */
   readonly poolThreads: number;
+  /** The GEMM behind BatchMatMul and attention: "openblas" (the default), or "own avx512" etc. */
+  readonly gemm: string;
+  /** Kernel paths of our own GEMM this CPU runs, fastest first. */
+  readonly gemmIsas: ReadonlyArray<GemmIsa>;
   /** Kernels with a native implementation; every other kernel is the cpu backend's. */
   readonly kernels: ReadonlyArray<string>;
 }
@@ -51,7 +55,45 @@ export interface Options {
    * OpenBLAS ≥ 0.3.22 does for models it does not know.
    */
   readonly redetectBlasCore?: boolean;
+  /**
+   * The GEMM for BatchMatMul and the attention kernels (opt-in, experimental): "own" is our own
+   * packed SGEMM (src/cc/sgemm.cc) on its fastest kernel path for this CPU, or on the path named
+   * by `gemmIsa`; "openblas" is OpenBLAS's sgemm. Absent: the environment variables PATCHLM_GEMM
+   * (own | openblas) and PATCHLM_GEMM_ISA (avx512 | avx2 | portable); absent too, OpenBLAS.
+   */
+  readonly gemm?: "own" | "openblas";
+  readonly gemmIsa?: GemmIsa;
 }
+
+/** The kernel paths of our own GEMM: AVX-512F, AVX2+FMA, plain C++. */
+export type GemmIsa = "avx512" | "avx2" | "portable";
+const gemmIsaCodes: Record<GemmIsa, number> = { portable: 0, avx2: 1, avx512: 2 };
+const isGemmIsa = (s: string): s is GemmIsa => Object.hasOwn(gemmIsaCodes, s);
+
+/** The GEMM choice from the options, else the environment; undefined keeps the current one. */
+const gemmChoice = (options: Options): { readonly isa: GemmIsa | "best" | "openblas" } | { readonly error: string } | undefined => {
+  const gemm = options.gemm ?? process.env.PATCHLM_GEMM;
+  if (gemm === undefined || gemm === "") return undefined;
+  if (gemm === "openblas") return { isa: "openblas" };
+  if (gemm !== "own") return { error: `PATCHLM_GEMM=${gemm}: expected own or openblas` };
+  const isa = options.gemmIsa ?? process.env.PATCHLM_GEMM_ISA;
+  if (isa === undefined || isa === "") return { isa: "best" };
+  return isGemmIsa(isa) ? { isa } : { error: `PATCHLM_GEMM_ISA=${isa}: expected avx512, avx2 or portable` };
+};
+
+/**
+ * Select the GEMM of the loaded addon: OpenBLAS, or our own on a kernel path ("best": the
+ * fastest this CPU runs). Returns an error message when the CPU lacks the path (nothing changes).
+ */
+const applyGemm = (addon: Addon, isa: GemmIsa | "best" | "openblas"): string | undefined => {
+  if (isa === "openblas") return addon.setGemm(-1) ? undefined : "OpenBLAS refused";
+  const supported = addon.info().gemmIsas.filter(isGemmIsa);
+  const chosen = isa === "best" ? supported[0] : isa;
+  if (chosen === undefined || !addon.setGemm(gemmIsaCodes[chosen])) {
+    return `our GEMM's ${chosen} kernels need a CPU with ${chosen === "avx512" ? "AVX-512F" : "AVX2 and FMA"}; this one runs ${supported.join(", ")}`;
+  }
+  return undefined;
+};
 
 const nativeKernels = (addon: Addon): ReadonlyArray<tf.KernelConfig> =>
   [
@@ -91,6 +133,8 @@ const readInfo = (addon: Addon, kernels: ReadonlyArray<string>, blasCoreDetected
     coretype: process.env.OPENBLAS_CORETYPE,
     blasThreads: i.blasThreads,
     poolThreads: i.poolThreads,
+    gemm: i.gemm,
+    gemmIsas: i.gemmIsas.filter(isGemmIsa),
     kernels,
   };
 };
@@ -104,6 +148,12 @@ export const register = (options: Options = {}): Registration => {
   const loaded = loadAddon();
   if (loaded._tag === "Missing") return { _tag: "Unavailable", reason: loaded.reason };
   const addon = loaded.addon;
+  const gemm = gemmChoice(options);
+  if (gemm !== undefined && "error" in gemm) return { _tag: "Unavailable", reason: gemm.error };
+  if (gemm !== undefined) {
+    const error = applyGemm(addon, gemm.isa);
+    if (error !== undefined) return { _tag: "Unavailable", reason: error };
+  }
   if (registered === undefined) {
     // Before the first BLAS call: OpenBLAS may only be re-initialised while idle.
     const detected = addon.info().blasCore;
@@ -124,6 +174,26 @@ export const register = (options: Options = {}): Registration => {
   }
   registered = readInfo(addon, registered.kernels, blasCoreDetected);
   return { _tag: "Registered", info: registered };
+};
+
+/**
+ * Switch the registered backend's GEMM (tests and benchmarks): "openblas", or a kernel path of
+ * our own GEMM. Returns an error message, with nothing changed, when the CPU lacks that path or
+ * the addon is missing.
+ */
+export const selectGemm = (gemm: "openblas" | GemmIsa): string | undefined => {
+  const loaded = loadAddon();
+  return loaded._tag === "Missing" ? loaded.reason : applyGemm(loaded.addon, gemm);
+};
+
+/**
+ * One row-major product on the selected GEMM, straight on Float32Arrays (benchmarks):
+ * out (M×N) = op(a)·op(b), with op(a) M×K and op(b) K×N. Throws the reason when the addon is missing.
+ */
+export const gemm = (a: Float32Array, b: Float32Array, out: Float32Array, M: number, N: number, K: number, transposeA = false, transposeB = false): void => {
+  const loaded = loadAddon();
+  if (loaded._tag === "Missing") throw new Error(loaded.reason);
+  loaded.addon.gemm(a, b, out, M, N, K, transposeA, transposeB, new Int32Array(1), new Int32Array(1));
 };
 
 const sseOnlyCores = new Set(["Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Generic"]);

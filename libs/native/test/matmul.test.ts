@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { expectNoTensorLeak, mulberry32 } from "@patchlm/testing";
-import { describeNative, expectNativeMatchesCpu, rand } from "./support";
+import { describeNative, expectNativeMatchesCpu, matMulCases, operandShape, rand } from "./support";
 
 const flags: Array<[boolean, boolean]> = [
   [false, false],
@@ -9,29 +9,8 @@ const flags: Array<[boolean, boolean]> = [
   [true, true],
 ];
 
-const operandShape = (batch: Array<number>, rows: number, cols: number, transpose: boolean) =>
-  [...batch, ...(transpose ? [cols, rows] : [rows, cols])];
-
 describeNative("native BatchMatMul", () => {
-  const cases: Array<{ a: Array<number>; b: Array<number>; M: number; N: number; K: number }> = [
-    { a: [], b: [], M: 7, N: 5, K: 3 },
-    { a: [], b: [], M: 1, N: 1, K: 1 },
-    { a: [3], b: [3], M: 17, N: 9, K: 33 },
-    { a: [2, 3], b: [2, 3], M: 1, N: 13, K: 8 },
-    { a: [2, 3], b: [], M: 5, N: 4, K: 6 },
-    { a: [2, 3], b: [1], M: 4, N: 6, K: 5 },
-    { a: [1], b: [4], M: 3, N: 8, K: 2 },
-    { a: [2, 1], b: [1, 3], M: 3, N: 2, K: 7 },
-    { a: [4, 1, 2], b: [3, 1], M: 2, N: 3, K: 3 },
-    { a: [], b: [], M: 0, N: 5, K: 3 },
-    { a: [2], b: [2], M: 4, N: 3, K: 0 },
-    { a: [0], b: [0], M: 4, N: 3, K: 2 },
-    // Large enough to be split across the pool's threads: by rows (M ≥ N), by columns, batched.
-    { a: [], b: [], M: 301, N: 77, K: 129 },
-    { a: [], b: [], M: 45, N: 263, K: 97 },
-    { a: [2], b: [2], M: 97, N: 65, K: 70 },
-  ];
-  for (const c of cases) {
+  for (const c of matMulCases) {
     for (const [ta, tb] of flags) {
       // tfjs's BatchMatMul gradient cannot reduce over broadcast batch dims (on any backend).
       const grads = JSON.stringify(c.a) === JSON.stringify(c.b) && c.M * c.N * c.K > 0;

@@ -9,6 +9,7 @@
 
 #include "kernels.h"
 #include "pool.h"
+#include "sgemm.h"
 #include "strided.h"
 
 namespace patchlm {
@@ -76,7 +77,19 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   out.Set("blasCore", std::string(openblas_get_corename()));
   out.Set("blasThreads", openblas_get_num_threads());
   out.Set("poolThreads", pool().size());
+  const int own = ownGemm();
+  out.Set("gemm", own < 0 ? std::string("openblas") : std::string("own ") + gemmIsaName(static_cast<GemmIsa>(own)));
+  Napi::Array isas = Napi::Array::New(env);
+  for (int isa = static_cast<int>(GemmIsa::Avx512), n = 0; isa >= 0; isa--)
+    if (gemmIsaSupported(static_cast<GemmIsa>(isa))) isas.Set(n++, std::string(gemmIsaName(static_cast<GemmIsa>(isa))));
+  out.Set("gemmIsas", isas);
   return out;
+}
+
+// setGemm(isa) -> whether it took effect: -1 = OpenBLAS, else a GemmIsa (0 portable, 1 avx2,
+// 2 avx512) of our own GEMM, refused when this CPU lacks it.
+Napi::Value SetGemm(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), setOwnGemm(static_cast<int>(num(info[0]))));
 }
 
 // setBatchParallel(on): a switch for benchmarks comparing both ways of running batched GEMMs.
@@ -248,6 +261,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("redetectBlasCore", Napi::Function::New(env, RedetectBlasCore));
   exports.Set("setBatchParallel", Napi::Function::New(env, SetBatchParallel));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("setGemm", Napi::Function::New(env, SetGemm));
   exports.Set("binary", Napi::Function::New(env, Binary));
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("reduce", Napi::Function::New(env, Reduce));

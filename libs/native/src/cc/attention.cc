@@ -19,8 +19,7 @@ namespace {
 // C (m×n) = alpha·op(A)·op(B) + beta·C, row-major, single-threaded (inside a pool task).
 void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb, float beta,
           float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb,
-              beta, c, ldc);
+  gemmSingle(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 // Runs fn(group) for each (batch, kv head) group across the pool, with OpenBLAS single-threaded

@@ -5,6 +5,7 @@
 
 #include "kernels.h"
 #include "pool.h"
+#include "sgemm.h"
 
 namespace patchlm {
 
@@ -19,6 +20,87 @@ constexpr int64_t kSplitGemm = int64_t{64} * 64 * 64;
 
 void setBatchParallel(bool on) { batchParallel = on; }
 
+namespace {
+// -1: OpenBLAS (the default); otherwise the GemmIsa of our own kernels (PATCHLM_GEMM=own).
+int ownIsa = -1;
+
+// How gemmBatched spreads a batch over the pool, for either GEMM: product(m, n, a, b, c) computes
+// an m×n block of one item's C (row stride N) from op(A)'s rows at `a` and op(B)'s columns at `b`,
+// single-threaded; alone(fn) runs fn with the GEMM's own threading off. `parallel`: whether the
+// pool may split at all; blocks of C are `rowUnit` rows or `colUnit` columns (register-block
+// multiples).
+template <class Product, class Alone>
+void splitBatched(const float* a, const float* b, float* out, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
+                  const int32_t* aOffsets, const int32_t* bOffsets, int64_t batch, bool parallel, int64_t rowUnit,
+                  int64_t colUnit, Product product, Alone alone) {
+  const int64_t lda = transA ? M : K;
+  const int64_t ldb = transB ? K : N;
+  auto item = [&](int64_t i) { product(M, N, a + aOffsets[i], b + bOffsets[i], out + i * M * N); };
+  const int threads = pool().size();
+  // A batch of small products (attention heads) splits across threads by item, each product
+  // single-threaded: OpenBLAS would otherwise fork and join its threads inside every small call.
+  if (threads > 1 && batch >= threads && M * N * K <= kSmallGemm && parallel && parallelBatches()) {
+    alone([&] {
+      pool().parallelFor(batch, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; i++) item(i);
+      });
+    });
+    return;
+  }
+  if (threads > 1 && parallel && M * N * K >= kSplitGemm) {
+    // Each product split into one block of C per pool thread, each block a single-threaded
+    // product: OpenBLAS's own threads would otherwise spin between products while the pool runs
+    // the elementwise kernels, two thread teams fighting over the same cores.
+    alone([&] {
+      const bool byRows = M >= N;
+      const int64_t extent = byRows ? M : N;
+      const int64_t unit = byRows ? rowUnit : colUnit;
+      const int64_t units = (extent + unit - 1) / unit;
+      for (int64_t i = 0; i < batch; i++) {
+        const float* ai = a + aOffsets[i];
+        const float* bi = b + bOffsets[i];
+        float* ci = out + i * M * N;
+        pool().parallelFor(units, 1, [&](int64_t begin, int64_t end) {
+          const int64_t from = begin * unit;
+          const int64_t to = std::min(extent, end * unit);
+          if (byRows) {
+            // rows from..to of C take rows from..to of op(A): row offsets of A, or column offsets of Aᵀ
+            product(to - from, N, ai + (transA ? from : from * lda), bi, ci + from * N);
+          } else {
+            product(M, to - from, ai, bi + (transB ? from * ldb : from), ci + from);
+          }
+        });
+      }
+    });
+    return;
+  }
+  for (int64_t i = 0; i < batch; i++) item(i);
+}
+}  // namespace
+
+bool setOwnGemm(int isa) {
+  if (isa < 0) {
+    ownIsa = -1;
+    return true;
+  }
+  if (isa > static_cast<int>(GemmIsa::Avx512) || !gemmIsaSupported(static_cast<GemmIsa>(isa))) return false;
+  ownIsa = isa;
+  return true;
+}
+
+int ownGemm() { return ownIsa; }
+
+void gemmSingle(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
+                const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (ownIsa >= 0) {
+    sgemm(static_cast<GemmIsa>(ownIsa), transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
+              static_cast<int>(ldc));
+}
+
 void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
                  const int32_t* aOffsets, const int32_t* bOffsets, int64_t batch) {
   if (M == 0 || N == 0) return;
@@ -26,57 +108,22 @@ void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t 
     std::memset(out, 0, sizeof(float) * M * N * batch);
     return;
   }
-  const int lda = static_cast<int>(transA ? M : K);
-  const int ldb = static_cast<int>(transB ? K : N);
-  auto item = [&](int64_t i) {
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), 1.0f, a + aOffsets[i], lda,
-                b + bOffsets[i], ldb, 0.0f, out + i * M * N, static_cast<int>(N));
+  const int64_t lda = transA ? M : K;
+  const int64_t ldb = transB ? K : N;
+  auto product = [&](int64_t m, int64_t n, const float* ai, const float* bi, float* ci) {
+    gemmSingle(transA, transB, m, n, K, 1.0f, ai, lda, bi, ldb, 0.0f, ci, N);
   };
-  const int threads = pool().size();
+  if (ownIsa >= 0) {
+    // Blocks of C on every kernel's register-block multiples (MR 4/6/12, NR 16/32).
+    splitBatched(a, b, out, M, N, K, transA, transB, aOffsets, bOffsets, batch, true, 48, 32, product, [](auto fn) { fn(); });
+    return;
+  }
   const int blasThreads = openblas_get_num_threads();
-  // A batch of small products (attention heads) splits across threads by item, each product
-  // single-threaded: OpenBLAS would otherwise fork and join its threads inside every small call.
-  if (threads > 1 && batch >= threads && M * N * K <= kSmallGemm && blasThreads > 1 && parallelBatches()) {
+  splitBatched(a, b, out, M, N, K, transA, transB, aOffsets, bOffsets, batch, blasThreads > 1, 16, 16, product, [&](auto fn) {
     openblas_set_num_threads(1);
-    pool().parallelFor(batch, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; i++) item(i);
-    });
+    fn();
     openblas_set_num_threads(blasThreads);
-    return;
-  }
-  if (threads > 1 && blasThreads > 1 && M * N * K >= kSplitGemm) {
-    // Each product split into one block of C per pool thread, each block a single-threaded
-    // sgemm: OpenBLAS's own threads would otherwise spin between products while the pool runs
-    // the elementwise kernels, two thread teams fighting over the same cores.
-    openblas_set_num_threads(1);
-    const bool byRows = M >= N;
-    const int64_t extent = byRows ? M : N;
-    const int64_t unit = 16;  // block edges on the kernels' register-block multiples
-    const int64_t units = (extent + unit - 1) / unit;
-    for (int64_t i = 0; i < batch; i++) {
-      const float* ai = a + aOffsets[i];
-      const float* bi = b + bOffsets[i];
-      float* ci = out + i * M * N;
-      pool().parallelFor(units, 1, [&](int64_t begin, int64_t end) {
-        const int64_t from = begin * unit;
-        const int64_t to = std::min(extent, end * unit);
-        if (byRows) {
-          // rows from..to of C take rows from..to of op(A): row offsets of A, or column offsets of Aᵀ
-          cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                      static_cast<int>(to - from), static_cast<int>(N), static_cast<int>(K), 1.0f,
-                      ai + (transA ? from : from * lda), lda, bi, ldb, 0.0f, ci + from * N, static_cast<int>(N));
-        } else {
-          cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                      static_cast<int>(M), static_cast<int>(to - from), static_cast<int>(K), 1.0f, ai, lda,
-                      bi + (transB ? from * ldb : from), ldb, 0.0f, ci + from, static_cast<int>(N));
-        }
-      });
-    }
-    openblas_set_num_threads(blasThreads);
-    return;
-  }
-  for (int64_t i = 0; i < batch; i++) item(i);
+  });
 }
 
 }  // namespace patchlm

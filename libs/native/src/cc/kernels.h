@@ -8,6 +8,17 @@ namespace patchlm {
 void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
                  const int32_t* aOffsets, const int32_t* bOffsets, int64_t batch);
 
+// Our own GEMM (sgemm.h) instead of OpenBLAS for gemmBatched and the attention kernels: isa is a
+// GemmIsa, or -1 for OpenBLAS (the default). False, and no change, when the CPU lacks the ISA.
+bool setOwnGemm(int isa);
+// The GemmIsa in use, or -1 for OpenBLAS.
+int ownGemm();
+
+// C (M×N) = alpha·op(A)·op(B) + beta·C, row-major, on the calling thread, on whichever GEMM is
+// selected (OpenBLAS: whatever its own thread setting is).
+void gemmSingle(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
+                const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
 // Whether gemmBatched may split small batched products across the pool (default on).
 void setBatchParallel(bool on);
 

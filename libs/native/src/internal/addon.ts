@@ -4,7 +4,21 @@ import * as path from "node:path";
 
 /** The functions of build/Release/patchlm_native.node (src/cc/addon.cc). */
 export interface Addon {
-  info(): { blasConfig: string; blasCore: string; blasThreads: number; poolThreads: number };
+  info(): {
+    blasConfig: string;
+    blasCore: string;
+    blasThreads: number;
+    poolThreads: number;
+    /** "openblas", or "own <isa>" for our own GEMM (src/cc/sgemm.cc). */
+    gemm: string;
+    /** The ISAs of our own GEMM this CPU runs, fastest first (always ends with "portable"). */
+    gemmIsas: Array<string>;
+  };
+  /**
+   * Which GEMM BatchMatMul and the attention kernels use: -1 OpenBLAS, else our own with the
+   * kernel GemmIsa (0 portable, 1 avx2, 2 avx512). False, with no change, when the CPU lacks it.
+   */
+  setGemm(isa: number): boolean;
   setThreads(blas: number, pool: number): void;
   /**
    * Repairs OpenBLAS 0.3.21's misdetection of newer CPUs (SSE kernels on an AVX CPU) when
@@ -107,7 +121,11 @@ export const ReduceOp = { Sum: 0, Max: 1, Min: 2, Mean: 3 } as const;
 export type Loaded = { readonly _tag: "Loaded"; readonly addon: Addon } | { readonly _tag: "Missing"; readonly reason: string };
 
 const buildDir = path.join(__dirname, "..", "..", "build");
-export const addonPath = path.join(buildDir, "Release", "patchlm_native.node");
+/**
+ * build/Release/patchlm_native.node, or PATCHLM_NATIVE_ADDON when set: a development build made
+ * elsewhere (node-gyp rebuilds in place, which a process that has the addon loaded must not see).
+ */
+export const addonPath = process.env.PATCHLM_NATIVE_ADDON ?? path.join(buildDir, "Release", "patchlm_native.node");
 
 // The addon is a run-time artifact of `npm ci` (or `npm run build -w @patchlm/native`), so it is
 // loaded by path, and its absence is an expected outcome with a reason, not an import error.

@@ -1,0 +1,26 @@
+// Our own packed, cache-blocked SGEMM (no BLAS), with the micro-kernel picked at run time from
+// the CPU's features. Compiled without -march=native (binding.gyp's patchlm_sgemm target): the
+// AVX2 and AVX-512 kernels carry per-function target attributes and run only where
+// __builtin_cpu_supports says so, so one binary serves every x86-64 CPU.
+#pragma once
+
+#include <cstdint>
+
+namespace patchlm {
+
+enum class GemmIsa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
+
+// "portable", "avx2", "avx512".
+const char* gemmIsaName(GemmIsa isa);
+// Whether this CPU runs the kernel (portable: always).
+bool gemmIsaSupported(GemmIsa isa);
+// The fastest kernel this CPU runs.
+GemmIsa gemmBestIsa();
+
+// C (M×N, row stride ldc) = alpha·op(A)·op(B) + beta·C, row-major, on the calling thread only.
+// op(A) is M×K (A is K×M with transA), op(B) is K×N (B is N×K with transB). beta == 0 never
+// reads C (it may hold NaN). Any sizes, including 0. The ISA must be supported.
+void sgemm(GemmIsa isa, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+}  // namespace patchlm

@@ -1,0 +1,217 @@
+import * as tf from "@tensorflow/tfjs";
+import { mulberry32 } from "@patchlm/testing";
+import { Fused } from "@patchlm/fused";
+import { NativeBackend } from "../src";
+import { describeNative, expectNativeMatchesCpu, type MatMulCase, matMulCases, operandShape, rand, registration } from "./support";
+
+// Our own SGEMM (src/cc/sgemm.cc), each kernel path forced in turn, against a float64 reference
+// computed here and against the cpu backend through tf.matMul. The error bound is relative to K:
+// |c − ref| ≤ (2K + 1)·2⁻²⁴·Σₖ|aᵢₖ·bₖⱼ| (plus a hair for a zero sum).
+
+const isas: ReadonlyArray<NativeBackend.GemmIsa> = ["avx512", "avx2", "portable"];
+const supported: ReadonlyArray<NativeBackend.GemmIsa> = registration._tag === "Registered" ? registration.info.gemmIsas : [];
+
+// Uniform in [-1, 1), made once per (size, seed) and shared by the kernel paths.
+const made = new Map<string, Float32Array>();
+const floats = (n: number, seed: number): Float32Array => {
+  const key = `${n}/${seed}`;
+  const cached = made.get(key);
+  if (cached !== undefined) return cached;
+  const r = mulberry32(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = 2 * r() - 1;
+  made.set(key, out);
+  return out;
+};
+
+// Generous: the machine running these may be busy (the model shapes are 2 GFLOP products).
+const timeout = 300_000;
+
+interface Case {
+  readonly M: number;
+  readonly N: number;
+  readonly K: number;
+  readonly ta: boolean;
+  readonly tb: boolean;
+}
+
+/** out = op(a)·op(b) on the selected GEMM, checked at `samples` entries (all when undefined). */
+const checkGemm = ({ M, N, K, ta, tb }: Case, seed: number, samples?: number): void => {
+  const a = floats(M * K, seed);
+  const b = floats(K * N, seed + 1);
+  // NaN in the output buffer: a product must never read it (tfjs hands out pooled arrays).
+  const out = new Float32Array(M * N).fill(Number.NaN);
+  NativeBackend.gemm(a, b, out, M, N, K, ta, tb);
+  const at = (i: number, k: number) => (ta ? a[k * M + i] : a[i * K + k]);
+  const bt = (k: number, j: number) => (tb ? b[j * K + k] : b[k * N + j]);
+  const check = (i: number, j: number) => {
+    let sum = 0;
+    let abs = 0;
+    for (let k = 0; k < K; k++) {
+      const p = at(i, k) * bt(k, j);
+      sum += p;
+      abs += Math.abs(p);
+    }
+    const tol = (2 * K + 1) * 2 ** -24 * abs + 1e-30;
+    const got = out[i * N + j];
+    if (!(Math.abs(got - sum) <= tol)) {
+      throw new Error(`M${M} N${N} K${K} ${ta ? "aT" : "a"}·${tb ? "bT" : "b"}: C[${i}][${j}] = ${got}, expected ${sum} ± ${tol}`);
+    }
+  };
+  if (samples === undefined) {
+    for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) check(i, j);
+  } else {
+    const r = mulberry32(seed + 2);
+    // The corners and edges of C, then random entries.
+    for (const [i, j] of [[0, 0], [M - 1, N - 1], [0, N - 1], [M - 1, 0]]) check(i, j);
+    for (let s = 0; s < samples; s++) check(Math.floor(r() * M), Math.floor(r() * N));
+  }
+};
+
+// The three forms tfjs's matMul and its gradients use, and aT·bT for completeness.
+const forms: ReadonlyArray<[boolean, boolean]> = [
+  [false, false],
+  [true, false],
+  [false, true],
+  [true, true],
+];
+
+// Edges around every kernel's register blocks (4/6/12 rows, 16/32 columns) and cache blocks
+// (KC 256, MC 64/144/192): 1s, primes, one past a block.
+const edgeShapes: ReadonlyArray<[number, number, number]> = [
+  [1, 1, 1],
+  [1, 17, 3],
+  [13, 1, 5],
+  [2, 3, 1],
+  [5, 7, 3],
+  [12, 32, 8],
+  [13, 33, 9],
+  [11, 31, 257],
+  [25, 47, 2],
+  [193, 65, 31],
+  [97, 130, 300],
+  [145, 16, 64],
+  [301, 77, 129], // split by rows across the pool's two threads
+  [45, 263, 97], // split by columns
+];
+
+// Products of this project's models (B·T rows against the width, SwiGLU and vocabulary sizes).
+const modelShapes: ReadonlyArray<[number, number, number]> = [
+  [4096, 128, 352],
+  [2048, 256, 4096],
+  [2048, 688, 256],
+];
+
+describeNative("our own SGEMM", () => {
+  afterAll(() => {
+    expect(NativeBackend.selectGemm("openblas")).toBeUndefined();
+  });
+
+  it("is off unless asked for: OpenBLAS by default", () => {
+    if (process.env.PATCHLM_GEMM !== undefined) return;
+    const r = NativeBackend.register({ threads: 2 });
+    expect(r._tag === "Registered" && r.info.gemm).toBe("openblas");
+  });
+
+  it("lists the kernel paths this CPU runs, the portable one always", () => {
+    expect(supported).toContain("portable");
+    expect(supported[0]).toBe(isas.find((isa) => supported.includes(isa)));
+  });
+
+  it("is selected by register's options or PATCHLM_GEMM / PATCHLM_GEMM_ISA, and refuses unknown values", () => {
+    const own = NativeBackend.register({ threads: 2, gemm: "own" });
+    expect(own._tag === "Registered" && own.info.gemm).toBe(`own ${supported[0]}`);
+    const saved = { gemm: process.env.PATCHLM_GEMM, isa: process.env.PATCHLM_GEMM_ISA };
+    try {
+      process.env.PATCHLM_GEMM = "own";
+      process.env.PATCHLM_GEMM_ISA = "portable";
+      const viaEnv = NativeBackend.register({ threads: 2 });
+      expect(viaEnv._tag === "Registered" && viaEnv.info.gemm).toBe("own portable");
+      process.env.PATCHLM_GEMM_ISA = "sse9";
+      const bad = NativeBackend.register({ threads: 2 });
+      expect(bad._tag === "Unavailable" && bad.reason).toContain("PATCHLM_GEMM_ISA=sse9");
+      process.env.PATCHLM_GEMM = "fastest";
+      const badGemm = NativeBackend.register({ threads: 2 });
+      expect(badGemm._tag === "Unavailable" && badGemm.reason).toContain("PATCHLM_GEMM=fastest");
+    } finally {
+      for (const [key, value] of [["PATCHLM_GEMM", saved.gemm], ["PATCHLM_GEMM_ISA", saved.isa]] as const) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+    }
+    const back = NativeBackend.register({ threads: 2, gemm: "openblas" });
+    expect(back._tag === "Registered" && back.info.gemm).toBe("openblas");
+  });
+
+  for (const isa of isas) {
+    const runs = supported.includes(isa);
+    // A path this CPU lacks is skipped, and the test name says so.
+    const describeIsa = runs ? describe : describe.skip;
+    describeIsa(`kernel path ${isa}${runs ? "" : " (skipped: this CPU lacks it)"}`, () => {
+      beforeAll(() => {
+        expect(NativeBackend.selectGemm(isa)).toBeUndefined();
+        const r = NativeBackend.register({ threads: 2 });
+        expect(r._tag === "Registered" && r.info.gemm).toBe(`own ${isa}`);
+      });
+
+      it("matches a float64 reference on every entry of odd, edge and block-crossing shapes, all transposes", () => {
+        edgeShapes.forEach(([M, N, K], s) => {
+          for (const [ta, tb] of forms) checkGemm({ M, N, K, ta, tb }, 10 * s);
+        });
+      }, timeout);
+
+      it("matches a float64 reference on the models' shapes (sampled entries)", () => {
+        modelShapes.forEach(([M, N, K], s) => {
+          for (const [ta, tb] of forms.slice(0, 3)) checkGemm({ M, N, K, ta, tb }, 1000 + s, 200);
+        });
+      }, timeout);
+
+      it("leaves empty products empty and zero-fills K = 0", () => {
+        NativeBackend.gemm(new Float32Array(0), new Float32Array(15), new Float32Array(0), 0, 5, 3);
+        const out = new Float32Array(12).fill(Number.NaN);
+        NativeBackend.gemm(new Float32Array(0), new Float32Array(0), out, 4, 3, 0);
+        expect(Array.from(out)).toEqual(new Array(12).fill(0));
+      });
+
+      it("matches cpu through tf.matMul: batched, broadcast batches, transposes, empty and size-1 shapes", async () => {
+        const cases: ReadonlyArray<MatMulCase> = [
+          ...matMulCases,
+          { a: [8], b: [8], M: 64, N: 64, K: 32 }, // a batch split across threads by item
+          { a: [3, 2], b: [], M: 40, N: 50, K: 60 }, // one tall GEMM against a shared weight
+        ];
+        for (const c of cases) {
+          for (const [ta, tb] of forms) {
+            const outBatch = tf.broadcast_util.assertAndGetBroadcastShape(c.a, c.b);
+            const operands = () => [rand(operandShape(c.a, c.M, c.K, ta), 1), rand(operandShape(c.b, c.K, c.N, tb), 2)];
+            // The cpu kernel mislabels its output when both sides broadcast, so its reference
+            // broadcasts the operands first (as in matmul.test.ts).
+            const broadcast = () => operands().map((t) => tf.broadcastTo(t, [...outBatch, ...t.shape.slice(-2)]));
+            const product = (inputs: () => Array<tf.Tensor>) => () => {
+              const [a, b] = inputs();
+              return tf.matMul(a, b, ta, tb);
+            };
+            const tol = 1e-6 * Math.max(c.K, 1) + 1e-6;
+            await expectNativeMatchesCpu(`${isa} ${JSON.stringify(c)} ${ta ? "aT" : "a"}·${tb ? "bT" : "b"}`, product(operands), tol, 1e-4, product(broadcast));
+          }
+        }
+      }, timeout);
+
+      it("runs the attention kernels' products (scaled, accumulating, strided) like cpu, gradients included", async () => {
+        for (const [B, H, Hkv, T, D] of [[1, 4, 2, 9, 8], [1, 2, 1, 150, 16]]) {
+          for (const layout of ["bhtd", "bthd"] as const) {
+            await expectNativeMatchesCpu(`${isa} attention ${layout} ${[B, H, Hkv, T, D]}`, () => {
+              const dims = (h: number) => (layout === "bhtd" ? [B, h, T, D] : [B, T, h, D]);
+              const q = rand(dims(H), 1, -2, 2) as tf.Tensor4D;
+              const k = rand(dims(Hkv), 2, -2, 2) as tf.Tensor4D;
+              const v = rand(dims(Hkv), 3) as tf.Tensor4D;
+              const w = rand(dims(H), 4);
+              const att = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
+                Fused.causalAttention(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, 0.3, layout);
+              return [att(q, k, v), ...tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(att(a, b, c), w)))([q, k, v])];
+            }, 1e-5, 1e-4);
+          }
+        }
+      }, timeout);
+    });
+  }
+});
