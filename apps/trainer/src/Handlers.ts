@@ -3,11 +3,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { FileSystem } from "@effect/platform";
 import { Console, Effect, Exit, Layer, Option, Stream } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint, RunLock } from "@patchlm/checkpoint";
-import { ConfigError } from "@patchlm/core";
+import { AtomicFile, ConfigError } from "@patchlm/core";
 import { Corpus, CorpusError, Prepare, Split } from "@patchlm/data";
 import { Documents } from "@patchlm/eval";
 import { LossCurve, MetricRecord, MetricsSink, Progress } from "@patchlm/metrics";
@@ -263,10 +262,7 @@ const finishRun = Effect.fn("trainer.finishRun")(function* (runDir: string, conf
     yield* LossCurve.write(path.join(runDir, "loss.png"), records, { title: config.name, patchSize: config.patch.patchSize });
   }
   const { losses: _losses, ...rest } = summary;
-  const fsys = yield* FileSystem.FileSystem;
-  const file = path.join(runDir, "summary.json");
-  yield* fsys.writeFileString(`${file}.tmp`, JSON.stringify({ ...rest, config }, null, 2) + "\n").pipe(Effect.orDie);
-  yield* fsys.rename(`${file}.tmp`, file).pipe(Effect.orDie);
+  yield* AtomicFile.write(path.join(runDir, "summary.json"), JSON.stringify({ ...rest, config }, null, 2) + "\n");
   if (summary.ended === "finished") {
     yield* Effect.logInfo(
       `finished ${summary.totalSteps} steps` +

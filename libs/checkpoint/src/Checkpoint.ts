@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { FileSystem } from "@effect/platform";
 import type { PlatformError } from "@effect/platform/Error";
 import { Effect, Either, Schema, Stream } from "effect";
-import { Config } from "@patchlm/core";
+import { Config, Numbers } from "@patchlm/core";
 import * as RunLock from "./RunLock";
 import * as Safetensors from "./Safetensors";
 import { fileError, syncDirectory, writeSynced } from "./internal/Io";
@@ -32,14 +32,14 @@ const TEMP_PREFIX = ".tmp-";
 
 const FileEntry = Schema.Struct({
   sha256: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/)),
-  bytes: Config.Numbers.NonNegativeInt,
+  bytes: Numbers.NonNegativeInt,
 });
 
 /** `manifest.json`: what the checkpoint is, where training was, and how to check its files. */
 export const Manifest = Schema.Struct({
   formatVersion: Schema.Literal(FORMAT_VERSION),
   /** Global optimizer steps completed. */
-  step: Config.Numbers.NonNegativeInt,
+  step: Numbers.NonNegativeInt,
   phase: Schema.Literal("patch", "token"),
   tokensSeen: Schema.Number.pipe(Schema.nonNegative()),
   modelConfig: Schema.Unknown,
@@ -51,7 +51,7 @@ export const Manifest = Schema.Struct({
   tokenizerHash: Schema.String,
   packageVersions: Schema.Record({ key: Schema.String, value: Schema.String }),
   /** The optimizer's own step count (it restarts at the switch under the `reset` policy). */
-  optimizerStep: Schema.optional(Config.Numbers.NonNegativeInt),
+  optimizerStep: Schema.optional(Numbers.NonNegativeInt),
   createdAt: Schema.String,
   /** sha256 and size of every other file in the directory. */
   files: Schema.Record({ key: Schema.String, value: FileEntry }),

@@ -50,9 +50,6 @@ export const PatchConfig = Schema.Struct({
 });
 export type PatchConfig = typeof PatchConfig.Type;
 
-/** The shared number schemas; their home is the top-level `Numbers` (kept here for libs/checkpoint's manifest until it moves). */
-export * as Numbers from "./Numbers";
-
 /**
  * Decode an unknown value (parsed JSON/YAML, merged flags) into a config type, reporting every
  * problem at once and rejecting unknown keys. `source` names the file or "flags" for messages.

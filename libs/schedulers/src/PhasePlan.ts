@@ -59,8 +59,8 @@ export interface PhaseSpec {
   readonly phase: Phase;
   /** Patch size in effect: K in the patch phase, 1 in the token phase. */
   readonly K: number;
-  /** Raw tokens per training sequence: K·T in the patch phase, T in the token phase. */
-  readonly seqLen: number;
+  /** Raw tokens per training window: K·T in the patch phase, T in the token phase. */
+  readonly windowLength: number;
   /** Model positions per sequence: T in both phases. */
   readonly positions: number;
   readonly steps: number;
@@ -107,8 +107,8 @@ export interface PhaseState {
   readonly phaseStep: number;
   readonly lr: number;
   readonly K: number;
-  /** Raw tokens per sequence (K·T or T). */
-  readonly seqLen: number;
+  /** Raw tokens per training window (K·T or T). */
+  readonly windowLength: number;
   /** Model positions per sequence (T). */
   readonly positions: number;
   /** True at the first token-phase step under `reset`: build a fresh optimizer before this step. */
@@ -130,7 +130,7 @@ const totalStepsOf = (c: PhasePlanConfig): { total: number; patch: number; epoch
 const spec = (c: PhasePlanConfig, phase: Phase, K: number, steps: number, startStep: number): PhaseSpec => ({
   phase,
   K,
-  seqLen: K * c.seqLen,
+  windowLength: K * c.seqLen,
   positions: c.seqLen,
   steps,
   startStep,
@@ -147,7 +147,7 @@ const issuesOf = (c: PhasePlanConfig, patch: PhaseSpec, token: PhaseSpec, total:
     if (p.steps > 0 && !Number.isInteger(p.sequencesPerStep)) {
       issues.push(
         `tokensPerStep: ${c.tokensPerStep} is not a multiple of the ${p.phase} phase's sequence length ` +
-          `${p.seqLen} (${p.K === 1 ? "seqLen" : "patchSize·seqLen"}), so a step would not hold whole sequences`,
+          `${p.windowLength} (${p.K === 1 ? "seqLen" : "patchSize·seqLen"}), so a step would not hold whole sequences`,
       );
     }
   }
@@ -210,7 +210,7 @@ export const phaseAt = (plan: PhasePlan, globalStep: number): PhaseState => {
     phaseStep,
     lr: plan.schedules.kind === "reset" ? plan.schedules[p.phase](phaseStep) : plan.schedules.run(globalStep),
     K: p.K,
-    seqLen: p.seqLen,
+    windowLength: p.windowLength,
     positions: p.positions,
     resetOptimizer: reset && p.phase === "token" && phaseStep === 0 && plan.patch.steps > 0,
   };

@@ -37,8 +37,8 @@ describe("PhasePlan step arithmetic (TV11)", () => {
     expect([p.patch.steps, p.token.steps]).toEqual([90_000, 45_000]);
     expect([p.patch.tokens / p.patch.steps, p.token.tokens / p.token.steps]).toEqual([2_097_152, 2_097_152]);
     // patch positions per step 524,288 = 256 sequences of 8192 tokens (2048 patches) each
-    expect(p.patch).toMatchObject({ K: 4, seqLen: 8192, positions: 2048, sequencesPerStep: 256, positionsPerStep: 524_288 });
-    expect(p.token).toMatchObject({ K: 1, seqLen: 2048, positions: 2048, sequencesPerStep: 1024, positionsPerStep: 2_097_152 });
+    expect(p.patch).toMatchObject({ K: 4, windowLength: 8192, positions: 2048, sequencesPerStep: 256, positionsPerStep: 524_288 });
+    expect(p.token).toMatchObject({ K: 1, windowLength: 2048, positions: 2048, sequencesPerStep: 1024, positionsPerStep: 2_097_152 });
     expect(p.patch.tokens).toBe(90_000 * 2_097_152); // ≈ 188.7B tokens, the official patch stage
   });
 
@@ -63,7 +63,7 @@ describe("PhasePlan.phaseAt and the switch policy (TV12)", () => {
   it("under reset, restarts the schedule at the switch with a new warmup: LR = 3e-4·s/2000, LR 0 at the first token step", () => {
     const p = plan(paper);
     const first = PhasePlan.phaseAt(p, 120_000);
-    expect(first).toEqual({ globalStep: 120_000, phase: "token", phaseStep: 0, lr: 0, K: 1, seqLen: 2048, positions: 2048, resetOptimizer: true });
+    expect(first).toEqual({ globalStep: 120_000, phase: "token", phaseStep: 0, lr: 0, K: 1, windowLength: 2048, positions: 2048, resetOptimizer: true });
     const s = [1, 250, 1000, 1999];
     expectClose(
       s.map((x) => PhasePlan.phaseAt(p, 120_000 + x).lr),
@@ -76,7 +76,7 @@ describe("PhasePlan.phaseAt and the switch policy (TV12)", () => {
 
   it("under reset, decays the patch phase to its minimum at the end of the patch phase (issue #4)", () => {
     const p = plan(paper);
-    expect(PhasePlan.phaseAt(p, 0)).toMatchObject({ phase: "patch", phaseStep: 0, lr: 0, K: 4, seqLen: 8192, positions: 2048, resetOptimizer: false });
+    expect(PhasePlan.phaseAt(p, 0)).toMatchObject({ phase: "patch", phaseStep: 0, lr: 0, K: 4, windowLength: 8192, positions: 2048, resetOptimizer: false });
     const last = PhasePlan.phaseAt(p, 119_999);
     expect(last).toMatchObject({ phase: "patch", phaseStep: 119_999 });
     expectClose(last.lr, 3e-4 * 0.5 * (1 + Math.cos((Math.PI * 117_999) / 118_000)), { atol: 1e-20 });

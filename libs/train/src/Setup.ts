@@ -93,7 +93,7 @@ export const accumulation = (c: RunConfig, phase: PhasePlan.PhaseSpec, source = 
           source,
           issues: [
             `batch.microBatch: ${c.batch.microBatch} sequences does not divide the ${phase.phase} phase's ${phase.sequencesPerStep} ` +
-              `sequences of ${phase.seqLen} tokens per step (batch.batchTokens ${c.batch.batchTokens})`,
+              `sequences of ${phase.windowLength} tokens per step (batch.batchTokens ${c.batch.batchTokens})`,
           ],
         }),
       );

@@ -18,7 +18,7 @@ import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { FileSystem } from "@effect/platform";
 import { Chunk, Effect, Either, Ref, Schema, Stream } from "effect";
-import { fileErrorFrom } from "@patchlm/core";
+import { AtomicFile, fileErrorFrom } from "@patchlm/core";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { Batches, Shards } from "@patchlm/data";
 import { Score } from "@patchlm/eval";
@@ -217,7 +217,7 @@ const open = Effect.fn("Trainer.open")(function* (s: Setting) {
 const create = Effect.fn("Trainer.create")(function* (s: Setting) {
   const fs = yield* FileSystem.FileSystem;
   yield* fs.makeDirectory(s.runDir, { recursive: true }).pipe(Effect.mapError(fileErrorFrom(s.runDir, "write")));
-  yield* writeAtomic(path.join(s.runDir, CONFIG_FILE), JSON.stringify(s.c, null, 2) + "\n");
+  yield* AtomicFile.write(path.join(s.runDir, CONFIG_FILE), JSON.stringify(s.c, null, 2) + "\n");
   yield* Effect.logInfo(
     `run ${s.runDir}: ${s.plan.totalSteps} steps (${s.plan.patch.steps} patch K=${s.plan.patch.K}, ${s.plan.token.steps} token), ` +
       `${ParameterTable.count(s.cfg).toLocaleString("en-US")} parameters, relative cost ${s.plan.relativeCost.toFixed(3)}`,
@@ -243,14 +243,6 @@ const restore = Effect.fn("Trainer.restore")(function* (s: Setting, state: State
   yield* Effect.logInfo(`resumed ${s.runDir} at step ${loaded.manifest.step}/${s.plan.totalSteps} (${phase} phase)`);
   return { cursor: saved.cursor, wallSeconds: saved.wallSeconds, cpuSeconds: saved.cpuSeconds ?? 0 };
 });
-
-const writeAtomic = (file: string, text: string) =>
-  Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem;
-    const tmp = `${file}.tmp-${process.pid}`;
-    yield* fs.writeFileString(tmp, text);
-    yield* fs.rename(tmp, file);
-  }).pipe(Effect.mapError(fileErrorFrom(file, "write")));
 
 // --- one phase: a fold over its batch Stream -------------------------------------------------
 
@@ -309,12 +301,12 @@ const trainBatches = (r: Run, phase: PhasePlan.PhaseSpec, at: Position) =>
     Effect.gen(function* () {
       const micro = Setup.microBatch(r.c, phase);
       const range = r.ranges[phase.phase];
-      const layout = yield* Batches.layout(r.c.data, "train", r.trainTokens, phase.seqLen, range);
+      const layout = yield* Batches.layout(r.c.data, "train", r.trainTokens, phase.windowLength, range);
       const stepsDone = at.step - phase.startStep;
       return Batches.stream({
         dir: r.c.data,
         split: "train",
-        windowLength: phase.seqLen,
+        windowLength: phase.windowLength,
         batchSize: micro,
         seed: r.c.seed,
         range,
