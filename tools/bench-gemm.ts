@@ -65,7 +65,9 @@ if (registration._tag === "Unavailable") {
   console.error(`native addon unavailable: ${registration.reason}`);
   process.exit(1);
 }
-const paths: ReadonlyArray<"openblas" | NativeBackend.GemmIsa> = ["openblas", ...registration.info.gemmIsas];
+// An addon built without OpenBLAS has only our paths (and no ratios).
+const withOpenblas = registration.info.blas !== "none";
+const paths: ReadonlyArray<"openblas" | NativeBackend.GemmIsa> = [...(withOpenblas ? ["openblas" as const] : []), ...registration.info.gemmIsas];
 
 const randomFloats = (n: number): Float32Array => {
   const out = new Float32Array(n);
@@ -109,14 +111,14 @@ const results = shapes.map((s) => {
     }
   }
   const gflops = Object.fromEntries(paths.map((p) => [p, round1(median(samples.get(p) ?? []))]));
-  const openblas = gflops.openblas;
+  const openblas = gflops.openblas ?? 0;
   return {
     ...s,
     gflops,
     ratioToOpenblas: Object.fromEntries(paths.filter((p) => p !== "openblas").map((p) => [p, openblas > 0 ? Math.round((gflops[p] / openblas) * 100) / 100 : null])),
   };
 });
-NativeBackend.selectGemm("openblas");
+NativeBackend.selectGemm(paths[0]);
 
 console.log(
   JSON.stringify(

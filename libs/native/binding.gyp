@@ -23,12 +23,17 @@
         "src/cc/pool.cc",
         "src/cc/reduce.cc"
       ],
-      "include_dirs": [
-        "<!(node -p \"require('node-addon-api').include_dir\")",
-        "<!@(node scripts/blas.cjs include_dirs)"
-      ],
-      "libraries": ["<!@(node scripts/blas.cjs libraries)"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      # Without OpenBLAS (none found, or PATCHLM_NO_OPENBLAS=1), our own GEMM alone.
+      "conditions": [
+        ["'<!(node scripts/blas.cjs found)'=='yes'", {
+          "include_dirs": ["<!@(node scripts/blas.cjs include_dirs)"],
+          "libraries": ["<!@(node scripts/blas.cjs libraries)"]
+        }, {
+          "defines": ["PATCHLM_NO_OPENBLAS"]
+        }]
+      ],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags_cc": ["-std=gnu++20", "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }

@@ -1,7 +1,9 @@
 // Prints compiler or linker flags for the system OpenBLAS, for binding.gyp:
-//   node scripts/blas.cjs include_dirs | libraries | check
+//   node scripts/blas.cjs include_dirs | libraries | found | check
 // pkg-config first (Debian's libopenblas-dev ships openblas.pc), then Debian's known paths.
-// `check` exits 1 with a reason when no OpenBLAS is found, so the build fails early and clearly.
+// `found` prints yes or no: without OpenBLAS the addon is built on our own GEMM alone.
+// PATCHLM_NO_OPENBLAS=1 at build time makes that build even where OpenBLAS exists.
+// `check` exits 1 with a reason when no OpenBLAS is found.
 "use strict";
 const { execFileSync } = require("node:child_process");
 const { existsSync } = require("node:fs");
@@ -42,7 +44,7 @@ const find = () => {
   return undefined;
 };
 
-const found = find();
+const found = process.env.PATCHLM_NO_OPENBLAS === "1" ? undefined : find();
 const what = process.argv[2];
 if (what === "check") {
   if (found === undefined) {
@@ -50,12 +52,14 @@ if (what === "check") {
     process.exit(1);
   }
   console.log(`OpenBLAS found via ${found.via}`);
+} else if (what === "found") {
+  console.log(found === undefined ? "no" : "yes");
 } else if (what === "include_dirs") {
   console.log((found?.includeDirs ?? []).join(" "));
 } else if (what === "libraries") {
   // Without OpenBLAS, still name the library so the link fails with a clear "cannot find -lopenblas".
   console.log((found?.libraries ?? ["-lopenblas"]).join(" "));
 } else {
-  console.error("usage: node scripts/blas.cjs include_dirs|libraries|check");
+  console.error("usage: node scripts/blas.cjs include_dirs|libraries|found|check");
   process.exit(2);
 }

@@ -15,20 +15,10 @@ const has = (cmd, args = ["--version"]) => {
   }
 };
 
-const blas = () => {
-  try {
-    execFileSync(process.execPath, [path.join(__dirname, "blas.cjs"), "check"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 const missing = [
   [!has("c++") && !has("g++"), "no C++ compiler (c++/g++)", "apt-get install g++"],
   [!has("make"), "no make", "apt-get install make"],
   [!has("python3"), "no python3 (node-gyp needs it)", "apt-get install python3"],
-  [!blas(), "no OpenBLAS (libopenblas-dev)", "apt-get install libopenblas-dev pkg-config"],
 ].find(([absent]) => absent);
 
 const reason = missing

@@ -16,7 +16,7 @@ export const backendName = "native";
 export const howToEnable = "apt-get install libopenblas-dev pkg-config, then npm rebuild @patchlm/native";
 
 export interface Info {
-  /** OpenBLAS's build string, e.g. "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ...". */
+  /** OpenBLAS's build string, e.g. "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ...", or "none" (built without it). */
   readonly blas: string;
   /** The kernel set OpenBLAS picked for this CPU (e.g. "Haswell", "SkylakeX", "Prescott"). */
   readonly blasCore: string;
@@ -30,7 +30,10 @@ export interface Info {
   readonly blasThreads: number;
   /** Threads of the addon's own pool for elementwise work (including the calling thread). */
   readonly poolThreads: number;
-  /** The GEMM behind BatchMatMul and attention: "openblas" (the default), or "own avx512" etc. */
+  /**
+   * The GEMM behind BatchMatMul and attention: "openblas" (the default), or "own avx512" etc.
+   * (the default of an addon built without OpenBLAS).
+   */
   readonly gemm: string;
   /** Kernel paths of our own GEMM this CPU runs, fastest first. */
   readonly gemmIsas: ReadonlyArray<GemmIsa>;
@@ -86,7 +89,9 @@ const gemmChoice = (options: Options): { readonly isa: GemmIsa | "best" | "openb
  * fastest this CPU runs). Returns an error message when the CPU lacks the path (nothing changes).
  */
 const applyGemm = (addon: Addon, isa: GemmIsa | "best" | "openblas"): string | undefined => {
-  if (isa === "openblas") return addon.setGemm(-1) ? undefined : "OpenBLAS refused";
+  if (isa === "openblas") {
+    return addon.setGemm(-1) ? undefined : "this native addon was built without OpenBLAS (none was found at build time, or PATCHLM_NO_OPENBLAS=1)";
+  }
   const supported = addon.info().gemmIsas.filter(isGemmIsa);
   const chosen = isa === "best" ? supported[0] : isa;
   if (chosen === undefined || !addon.setGemm(gemmIsaCodes[chosen])) {

@@ -102,15 +102,21 @@ const modelShapes: ReadonlyArray<[number, number, number]> = [
   [2048, 688, 256],
 ];
 
+// An addon built without OpenBLAS (none at build time, or PATCHLM_NO_OPENBLAS=1) has only ours.
+const withOpenblas = registration._tag === "Registered" && registration.info.blas !== "none";
+// What each test file's processes get by default; restored after these tests.
+const defaultGemm = withOpenblas ? "openblas" : supported[0];
+
 describeNative("our own SGEMM", () => {
   afterAll(() => {
-    expect(NativeBackend.selectGemm("openblas")).toBeUndefined();
+    expect(NativeBackend.selectGemm(defaultGemm)).toBeUndefined();
   });
 
-  it("is off unless asked for: OpenBLAS by default", () => {
+  it("is off unless asked for: OpenBLAS by default (ours when built without OpenBLAS)", () => {
     if (process.env.PATCHLM_GEMM !== undefined) return;
     const r = NativeBackend.register({ threads: 2 });
-    expect(r._tag === "Registered" && r.info.gemm).toBe("openblas");
+    expect(r._tag === "Registered" && r.info.gemm).toBe(withOpenblas ? "openblas" : `own ${supported[0]}`);
+    if (!withOpenblas) expect(NativeBackend.selectGemm("openblas")).toContain("built without OpenBLAS");
   });
 
   it("lists the kernel paths this CPU runs, the portable one always", () => {
@@ -139,8 +145,10 @@ describeNative("our own SGEMM", () => {
         else process.env[key] = value;
       }
     }
-    const back = NativeBackend.register({ threads: 2, gemm: "openblas" });
-    expect(back._tag === "Registered" && back.info.gemm).toBe("openblas");
+    if (withOpenblas) {
+      const back = NativeBackend.register({ threads: 2, gemm: "openblas" });
+      expect(back._tag === "Registered" && back.info.gemm).toBe("openblas");
+    }
   });
 
   for (const isa of isas) {

@@ -2,8 +2,7 @@
 // Float32Array (or Int32Array) view of a cpu-backend tensor's storage; nothing is copied.
 #include <napi.h>
 
-#include <cblas.h>
-
+#include "blas.h"
 #include <cstdlib>
 #include <string>
 
@@ -40,12 +39,14 @@ int32_t* raw32(const Napi::Value& v) {
 // the fixed fallback would pick. OpenBLAS only reads the variable inside gotoblas_dynamic_init,
 // so it is set for that call and removed again: the process environment ends as it started, and a
 // value the user set is never touched. Runs before any BLAS call (backend registration).
+#ifndef PATCHLM_NO_OPENBLAS
 extern "C" {
 void gotoblas_dynamic_init(void);
 void gotoblas_dynamic_quit(void);
 }
+#endif
 
-const char* fallbackCore() {
+[[maybe_unused]] const char* fallbackCore() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512bf16")) return "Cooperlake";
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
@@ -58,6 +59,9 @@ const char* fallbackCore() {
 
 // redetectBlasCore() -> the core name now in use (unchanged when nothing needed repairing).
 Napi::Value RedetectBlasCore(const Napi::CallbackInfo& info) {
+#ifdef PATCHLM_NO_OPENBLAS
+  return Napi::String::New(info.Env(), blas::core());
+#else
   const std::string current = openblas_get_corename();
   const bool sseOnly = current == "Prescott" || current == "Core2" || current == "Penryn" || current == "Nehalem";
   const char* better = fallbackCore();
@@ -68,14 +72,15 @@ Napi::Value RedetectBlasCore(const Napi::CallbackInfo& info) {
     unsetenv("OPENBLAS_CORETYPE");
   }
   return Napi::String::New(info.Env(), openblas_get_corename());
+#endif
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
-  out.Set("blasConfig", std::string(openblas_get_config()));
-  out.Set("blasCore", std::string(openblas_get_corename()));
-  out.Set("blasThreads", openblas_get_num_threads());
+  out.Set("blasConfig", std::string(blas::config()));
+  out.Set("blasCore", std::string(blas::core()));
+  out.Set("blasThreads", blas::threads());
   out.Set("poolThreads", pool().size());
   const int own = ownGemm();
   out.Set("gemm", own < 0 ? std::string("openblas") : std::string("own ") + gemmIsaName(static_cast<GemmIsa>(own)));
@@ -100,7 +105,7 @@ Napi::Value SetBatchParallel(const Napi::CallbackInfo& info) {
 
 // setThreads(blas, pool)
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
-  openblas_set_num_threads(static_cast<int>(num(info[0])));
+  blas::setThreads(static_cast<int>(num(info[0])));
   pool().resize(static_cast<int>(num(info[1])));
   return info.Env().Undefined();
 }

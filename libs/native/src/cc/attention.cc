@@ -2,7 +2,7 @@
 // Per head it forms the T×T scores in a thread-local buffer, never in a tensor; the forward
 // keeps only each row's logsumexp, from which the backward recomputes the probabilities
 // (FlashAttention's recipe, untiled: a T×T buffer of a few hundred KB fits in L2 at these sizes).
-#include <cblas.h>
+#include "blas.h"
 
 #include <algorithm>
 #include <cmath>
@@ -26,12 +26,12 @@ void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, in
 // so that the pool's threads do not each fork OpenBLAS's.
 template <class F>
 void forEachGroup(int64_t groups, F fn) {
-  const int blasThreads = openblas_get_num_threads();
-  if (blasThreads > 1) openblas_set_num_threads(1);
+  const int blasThreads = blas::threads();
+  if (blasThreads > 1) blas::setThreads(1);
   pool().parallelFor(groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; g++) fn(g);
   });
-  if (blasThreads > 1) openblas_set_num_threads(blasThreads);
+  if (blasThreads > 1) blas::setThreads(blasThreads);
 }
 
 // Where head h of batch b starts, and the distance between its consecutive positions: (B,H,T,D)

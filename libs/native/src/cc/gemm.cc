@@ -1,5 +1,4 @@
-#include <cblas.h>
-
+#include "blas.h"
 #include <algorithm>
 #include <cstring>
 
@@ -21,8 +20,9 @@ constexpr int64_t kSplitGemm = int64_t{64} * 64 * 64;
 void setBatchParallel(bool on) { batchParallel = on; }
 
 namespace {
-// -1: OpenBLAS (the default); otherwise the GemmIsa of our own kernels (PATCHLM_GEMM=own).
-int ownIsa = -1;
+// -1: OpenBLAS (the default); otherwise the GemmIsa of our own kernels (PATCHLM_GEMM=own, or a
+// build without OpenBLAS).
+int ownIsa = blas::kAvailable ? -1 : static_cast<int>(gemmBestIsa());
 
 // How gemmBatched spreads a batch over the pool, for either GEMM: product(m, n, a, b, c) computes
 // an m×n block of one item's C (row stride N) from op(A)'s rows at `a` and op(B)'s columns at `b`,
@@ -80,6 +80,7 @@ void splitBatched(const float* a, const float* b, float* out, int64_t M, int64_t
 
 bool setOwnGemm(int isa) {
   if (isa < 0) {
+    if (!blas::kAvailable) return false;
     ownIsa = -1;
     return true;
   }
@@ -92,13 +93,15 @@ int ownGemm() { return ownIsa; }
 
 void gemmSingle(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (ownIsa >= 0) {
-    sgemm(static_cast<GemmIsa>(ownIsa), transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+#ifndef PATCHLM_NO_OPENBLAS
+  if (ownIsa < 0) {
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+                static_cast<int>(N), static_cast<int>(K), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
+                static_cast<int>(ldc));
     return;
   }
-  cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<int>(M),
-              static_cast<int>(N), static_cast<int>(K), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
-              static_cast<int>(ldc));
+#endif
+  sgemm(static_cast<GemmIsa>(ownIsa), transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
@@ -118,11 +121,11 @@ void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t 
     splitBatched(a, b, out, M, N, K, transA, transB, aOffsets, bOffsets, batch, true, 48, 32, product, [](auto fn) { fn(); });
     return;
   }
-  const int blasThreads = openblas_get_num_threads();
+  const int blasThreads = blas::threads();
   splitBatched(a, b, out, M, N, K, transA, transB, aOffsets, bOffsets, batch, blasThreads > 1, 16, 16, product, [&](auto fn) {
-    openblas_set_num_threads(1);
+    blas::setThreads(1);
     fn();
-    openblas_set_num_threads(blasThreads);
+    blas::setThreads(blasThreads);
   });
 }
 
