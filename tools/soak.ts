@@ -161,7 +161,7 @@ export const soak = async (o: SoakOptions): Promise<SoakReport> => {
 
   writeCorpus(path.join(root, "corpus"), 12);
   const prepared = Processes.runTs(main, ["prepare", "--corpus", "corpus", "--out", "data", "--tokenizer", "bytes", "--val-fraction", "0.2"], { cwd: root, env });
-  if (prepared.status !== 0) throw new Error(`prepare failed:\n${prepared.stderr}`);
+  if (prepared.status !== 0) throw new Error(`prepare failed (kept ${root}):\n${prepared.stderr}`);
 
   // The uninterrupted run, timed from its start and from its first step.
   const reference = Processes.startTs(main, runArgs("reference"), { cwd: root, env });
@@ -173,7 +173,7 @@ export const soak = async (o: SoakOptions): Promise<SoakReport> => {
   const refSeconds = (performance.now() - t0) / 1000;
   const trainingSeconds = (performance.now() - (firstStep || t0)) / 1000;
   const ref = { ok: refExit === 0 && /finished \d+ steps/.test(reference.output()), output: reference.output() };
-  if (!ref.ok) throw new Error(`the uninterrupted run failed:\n${ref.output}`);
+  if (!ref.ok) throw new Error(`the uninterrupted run failed (kept ${root}):\n${ref.output}`);
   const refDir = path.join(runsDir, "reference");
   const refCurve = readCurve(refDir);
   const refSha = finalSha(refDir)!;
