@@ -176,6 +176,7 @@ describe("Prepare.prepare", () => {
   });
 
   describe("every phase of a λ split reads a fair sample of the corpus", () => {
+    jest.setTimeout(60_000);
     // Two sources told apart by their bytes: 400 documents of "a" words, 200 of "b" words, listed
     // a-first (corpus order is sorted by path). A third of the tokens are "b".
     const mixed = writeFiles(tempDir("mixed"), {
@@ -200,11 +201,23 @@ describe("Prepare.prepare", () => {
       }
       return b / (a + b);
     };
+    // One preparation per order, shared by the cases (each takes seconds on a loaded machine).
+    const prepared = new Map<string, Promise<Array<number>>>();
+    const trainTokens = (order: "shuffled" | "corpus") => {
+      if (!prepared.has(order)) {
+        const outDir = tempDir(`mixed-${order}`);
+        prepared.set(
+          order,
+          run(Prepare.prepare({ source: Corpus.text(mixed), outDir, validationFraction: 0.1, seed: 11, order })).then(() =>
+            shardTokens(outDir, readManifest(outDir), "train"),
+          ),
+        );
+      }
+      return prepared.get(order)!;
+    };
     /** The "b" share of the whole train split and of the patch and token phases' ranges at λ. */
     const phaseShares = async (order: "shuffled" | "corpus", lambda: number) => {
-      const outDir = tempDir(`mixed-${order}`);
-      await run(Prepare.prepare({ source: Corpus.text(mixed), outDir, validationFraction: 0.1, seed: 11, order }));
-      const tokens = shardTokens(outDir, readManifest(outDir), "train");
+      const tokens = await trainTokens(order);
       const patch = Batches.tokenRange(tokens.length, 0, lambda);
       const token = Batches.tokenRange(tokens.length, lambda, 1);
       return {
