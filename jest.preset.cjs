@@ -2,6 +2,10 @@
 // separately), which is several times faster than ts-jest.
 module.exports = {
   testEnvironment: "node",
+  // Jest 30 "soft deletes" globals a test file left behind and wraps them in warning proxies; an
+  // Effect fiber still scheduled from an earlier file in the same worker then recursed through
+  // those proxies until the stack overflowed (seen in CI). Leave globals alone.
+  testEnvironmentOptions: { globalsCleanup: "off" },
   transform: {
     "^.+\\.(t|j)s$": [
       "@swc/jest",
