@@ -19,7 +19,7 @@ import { execFileSync } from "node:child_process";
 import { Console, Effect, Either, Option, Schema } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint } from "@patchlm/checkpoint";
-import { ConfigError } from "@patchlm/core";
+import { AtomicFile, ConfigError } from "@patchlm/core";
 import { Choice, Cloze, Documents, Perplexity, StudyReport, Tasks } from "@patchlm/eval";
 import { Chart, MetricRecord } from "@patchlm/metrics";
 import { Model } from "@patchlm/model";
@@ -62,12 +62,8 @@ interface StepTimes {
 const RESULT_FILE = "result.json";
 const KEPT_FILES = ["config.json", "metrics.jsonl", "summary.json"] as const;
 
-const writeAtomic = (file: string, data: string | Uint8Array) =>
-  Effect.sync(() => {
-    const tmp = `${file}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, data);
-    fs.renameSync(tmp, file);
-  });
+// Reports, step times and load records are written whole (core's AtomicFile: temp, fsync, rename).
+const writeAtomic = AtomicFile.write;
 
 /** The saved result of a run, if its results directory has one. */
 const savedResult = (dir: string): Option.Option<Omit<StudyReport.RunResult, "records"> & { readonly config: unknown }> => {
