@@ -8,73 +8,13 @@ import * as path from "node:path";
 import { Console, Effect, Either, Option, Stream } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint, RunLock } from "@patchlm/checkpoint";
-import { Config, ConfigError, FileError } from "@patchlm/core";
-import { Choice, Cloze, Documents, EvalInputError, Generate, HuggingFace, Perplexity, Report, Tasks } from "@patchlm/eval";
-import { Model } from "@patchlm/model";
-import type { Tokenizer } from "@patchlm/tokenization";
-import { RunFiles } from "@patchlm/train";
+import { Config, ConfigError } from "@patchlm/core";
+import { Checkpoints, Choice, Cloze, Documents, EvalInputError, Generate, HuggingFace, Perplexity, Report, Tasks } from "@patchlm/eval";
+import { type Tokenizer, TokenizerFiles } from "@patchlm/tokenization";
 
 const get = Option.getOrUndefined;
 
 export type BackendChoice = ComputeBackend.Choice;
-
-// --- shared: checkpoint, run directory, tokenizer --------------------------------------------
-
-/** The run directory of a checkpoint path: the path itself (through `latest`) or a step directory's parent. */
-export const runDirOf = (checkpoint: string, stepDir: string): string =>
-  path.resolve(stepDir) === path.resolve(checkpoint) ? path.dirname(path.resolve(stepDir)) : path.resolve(checkpoint);
-
-const hasTokenizer = (dir: string): boolean =>
-  [RunFiles.TOKENIZER_JSON, RunFiles.TOKENIZER_SPEC].some((f) => fs.existsSync(path.join(dir, f)));
-
-/** `data` of a run's config.json, if any. */
-export const runDataDir = (runDir: string): string | undefined => {
-  try {
-    const c = JSON.parse(fs.readFileSync(path.join(runDir, "config.json"), "utf8")) as { data?: unknown };
-    return typeof c.data === "string" ? c.data : undefined;
-  } catch {
-    return undefined;
-  }
-};
-
-/** Where a run's tokenizer is: `--tokenizer`, else the run directory, else the run's data directory. */
-export const tokenizerDirFor = (runDir: string, override: string | undefined): Effect.Effect<string, FileError> => {
-  if (override !== undefined) return Effect.succeed(override);
-  if (hasTokenizer(runDir)) return Effect.succeed(runDir);
-  const data = runDataDir(runDir);
-  if (data !== undefined && hasTokenizer(data)) return Effect.succeed(data);
-  return Effect.fail(
-    new FileError({
-      path: runDir,
-      reason: "NotFound",
-      detail: `no tokenizer beside the run (${RunFiles.TOKENIZER_JSON} or ${RunFiles.TOKENIZER_SPEC})${data === undefined ? "" : ` nor in its data directory ${data}`}; pass --tokenizer DIR`,
-    }),
-  );
-};
-
-export interface Opened {
-  readonly cfg: Config.ModelConfig;
-  readonly params: Model.Weights;
-  readonly manifest: Checkpoint.Manifest;
-  /** The step directory. */
-  readonly dir: string;
-  readonly runDir: string;
-  readonly tokenizer: Tokenizer.Service;
-}
-
-/**
- * A checkpoint's model (freed when the scope closes) and its tokenizer, checked against each
- * other: a tokenizer other than the one the checkpoint was trained with is an error naming what
- * differs.
- */
-export const openCheckpoint = Effect.fn("evaluator.openCheckpoint")(function* (checkpoint: string, tokenizerDir: string | undefined) {
-  const loaded = yield* Effect.acquireRelease(RunFiles.loadModel(checkpoint), (m) => Effect.sync(() => Model.dispose(m.params)));
-  const runDir = runDirOf(checkpoint, loaded.dir);
-  const tokDir = yield* tokenizerDirFor(runDir, tokenizerDir);
-  const tokenizer = yield* RunFiles.loadTokenizer(tokDir);
-  yield* Documents.ensureTokenizer(loaded.dir, { tokenizerHash: loaded.manifest.tokenizerHash, vocabSize: loaded.cfg.vocabSize }, tokenizer);
-  return { ...loaded, runDir, tokenizer } satisfies Opened;
-});
 
 const useBackend = (backend: BackendChoice) => ComputeBackend.make({ backend });
 
@@ -121,8 +61,8 @@ export const ppl = Effect.fn("evaluator.ppl")(function* (o: PplOptions) {
   yield* useBackend(o.backend);
   return yield* Effect.scoped(
     Effect.gen(function* () {
-      const m = yield* openCheckpoint(o.checkpoint, get(o.tokenizer));
-      const data = get(o.data) ?? runDataDir(m.runDir);
+      const m = yield* Checkpoints.open(o.checkpoint, get(o.tokenizer));
+      const data = get(o.data) ?? Checkpoints.runDataDir(m.runDir);
       if (data === undefined) {
         return yield* new EvalInputError({ path: m.runDir, reason: "NotFound", detail: "no --data given and the run has no config.json naming its data directory" });
       }
@@ -225,8 +165,8 @@ export const tasks = Effect.fn("evaluator.tasks")(function* (o: TasksOptions) {
   yield* useBackend(o.backend);
   return yield* Effect.scoped(
     Effect.gen(function* () {
-      const m = yield* openCheckpoint(o.checkpoint, get(o.tokenizer));
-      const list = yield* loadTasks(o.tasks, { ...o, data: get(o.data) ?? runDataDir(m.runDir), tokenizer: m.tokenizer });
+      const m = yield* Checkpoints.open(o.checkpoint, get(o.tokenizer));
+      const list = yield* loadTasks(o.tasks, { ...o, data: get(o.data) ?? Checkpoints.runDataDir(m.runDir), tokenizer: m.tokenizer });
       const scorer = Choice.modelScorer(m.params, m.cfg, { batchSize: o.batchSize });
       const results: Array<Omit<Tasks.TaskResult, "perExample">> = [];
       for (const t of list) {
@@ -289,7 +229,7 @@ export const generate = Effect.fn("evaluator.generate")(function* (o: GenerateOp
   yield* useBackend(o.backend);
   return yield* Effect.scoped(
     Effect.gen(function* () {
-      const m = yield* openCheckpoint(o.checkpoint, get(o.tokenizer));
+      const m = yield* Checkpoints.open(o.checkpoint, get(o.tokenizer));
       let text = "";
       let done: Generate.Event | undefined;
       yield* Stream.runForEach(Generate.events(m.params, m.cfg, m.tokenizer, o.prompt, options), (e) => {
@@ -323,7 +263,7 @@ export interface CompareOptions {
 const evaluateRun = (run: Report.Run, o: CompareOptions) =>
   Effect.scoped(
     Effect.gen(function* () {
-      const m = yield* openCheckpoint(run.dir, undefined);
+      const m = yield* Checkpoints.open(run.dir);
       const ev: { loss?: number; ppl?: number; bitsPerByte?: number; tasks: Record<string, number> } = { tasks: {} };
       if (run.data !== undefined && Documents.isPrepared(run.data)) {
         const s = yield* Documents.validationStream(run.data, m.tokenizer, o.maxTokens);
@@ -381,10 +321,10 @@ const SpecialIds = (u: unknown): Tokenizer.SpecialTokens | undefined => {
 export const exportHf = Effect.fn("evaluator.export")(function* (o: ExportOptions) {
   const loaded = yield* Checkpoint.load(o.checkpoint);
   const cfg = yield* Config.decodeConfig(Config.ModelConfig)(`${loaded.dir}/manifest.json modelConfig`, loaded.manifest.modelConfig);
-  const runDir = runDirOf(o.checkpoint, loaded.dir);
-  const tokDir = yield* Effect.option(tokenizerDirFor(runDir, get(o.tokenizer)));
+  const runDir = Checkpoints.runDirOf(o.checkpoint, loaded.dir);
+  const tokDir = yield* Effect.option(Checkpoints.tokenizerDirFor(runDir, get(o.tokenizer)));
   // The ids an import recorded win (they are what config.json said); else the run's tokenizer's.
-  const fromTokenizer = Option.isSome(tokDir) ? yield* Effect.scoped(Effect.option(RunFiles.loadTokenizer(tokDir.value))) : Option.none();
+  const fromTokenizer = Option.isSome(tokDir) ? yield* Effect.scoped(Effect.option(TokenizerFiles.load(tokDir.value))) : Option.none();
   const special = SpecialIds(loaded.manifest.trainConfig) ?? Option.getOrUndefined(Option.map(fromTokenizer, (t) => t.special));
   const written = yield* HuggingFace.exportTo({ cfg, tensors: loaded.tensors, special, tokenizerDir: get(tokDir), source: loaded.dir }, o.hf);
   if (!written.includes(HuggingFace.TOKENIZER_FILE)) {
@@ -475,7 +415,7 @@ export const importHf = Effect.fn("evaluator.import")(function* (o: ImportOption
       const tokenizerHash = hf.tokenizerFiles.includes(HuggingFace.TOKENIZER_FILE)
         ? yield* Effect.scoped(
             Effect.gen(function* () {
-              const tokenizer = yield* RunFiles.loadTokenizer(staging);
+              const tokenizer = yield* TokenizerFiles.load(staging);
               yield* Documents.ensureTokenizer(path.join(o.hfDir, HuggingFace.TOKENIZER_FILE), { tokenizerHash: "", vocabSize: hf.cfg.vocabSize }, tokenizer);
               return tokenizer.hash;
             }),

@@ -15,8 +15,7 @@ import { Documents, Generate, Perplexity } from "@patchlm/eval";
 import { MetricRecord } from "@patchlm/metrics";
 import { Model, Presets } from "@patchlm/model";
 import { expectClose, runTest, runTestFailure, useBackend } from "@patchlm/testing";
-import { Bpe, Bytes, Tokenizer } from "@patchlm/tokenization";
-import { RunFiles } from "@patchlm/train";
+import { Bpe, Bytes, Tokenizer, TokenizerFiles } from "@patchlm/tokenization";
 import * as Handlers from "../src/Handlers";
 
 const cfg: Config.ModelConfig = { ...Presets.tiny, vocabSize: 259, dModel: 16, nHeads: 2, nLayers: 1, ffnHidden: 32, contextLength: 32 };
@@ -71,7 +70,7 @@ beforeAll(async () => {
   await run(provide(Prepare.prepare({ source: Corpus.text(corpusDir), outDir: dataDir, validationFraction: 0.5, seed: 1 })));
   params = Model.init(cfg, 3);
   await run(provide(saveCheckpoint(runDir, 5, tokenizer.hash)));
-  await run(RunFiles.saveTokenizer(runDir, { kind: "bytes" }));
+  await run(TokenizerFiles.save(runDir, { kind: "bytes" }));
   fs.writeFileSync(path.join(runDir, "config.json"), JSON.stringify({ name: "tiny", data: dataDir, patch: { patchSize: 1, patchFraction: 0 } }));
   fs.writeFileSync(
     path.join(runDir, "metrics.jsonl"),
@@ -269,7 +268,7 @@ describe("evaluator handlers", () => {
   it("bad input: another tokenizer, a missing or corrupt checkpoint, a malformed task line", async () => {
     const other = path.join(root, "other-run");
     await run(provide(saveCheckpoint(other, 1, "f".repeat(64))));
-    await run(RunFiles.saveTokenizer(other, { kind: "bytes" }));
+    await run(TokenizerFiles.save(other, { kind: "bytes" }));
     const mismatch = await runTestFailure(provide(Handlers.ppl(pplOptions({ checkpoint: other, data: Option.some(dataDir) }))));
     expect(mismatch).toMatchObject({ _tag: "TokenizerMismatch" });
     expect((mismatch as Error).message).toMatch(/tokenizer hash: the checkpoint was trained with f{64}, the tokenizer "bytes" has/);

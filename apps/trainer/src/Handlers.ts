@@ -11,7 +11,8 @@ import { Corpus, CorpusError, Prepare, Split } from "@patchlm/data";
 import { Documents } from "@patchlm/eval";
 import { LossCurve, MetricRecord, MetricsSink, Progress } from "@patchlm/metrics";
 import { Registry } from "@patchlm/patching";
-import { Bench, ConfigFile, RunConfig, RunFiles, Setup, Trainer } from "@patchlm/train";
+import { TokenizerFiles } from "@patchlm/tokenization";
+import { Bench, ConfigFile, RunConfig, Setup, Trainer } from "@patchlm/train";
 import type * as Cli from "./Cli";
 import * as Tokenizers from "./Tokenizers";
 import { packageVersions } from "./Versions";
@@ -83,7 +84,7 @@ export const prepare = Effect.fn("trainer.prepare")(function* (o: PrepareOptions
   const summary = yield* Effect.scoped(
     Effect.gen(function* () {
       const staged = yield* Tokenizers.stage(o.out, choice, source, split);
-      const summary = yield* Prepare.prepare({ source, outDir: o.out, ...split }).pipe(Effect.provide(RunFiles.tokenizerLayer(staged.dir)));
+      const summary = yield* Prepare.prepare({ source, outDir: o.out, ...split }).pipe(Effect.provide(TokenizerFiles.layer(staged.dir)));
       yield* Tokenizers.install(staged, o.out);
       return summary;
     }),
@@ -136,14 +137,14 @@ export const resolveConfig = Effect.fn("trainer.resolveConfig")(function* (f: Tr
  * one gets the data's back.
  */
 const checkRunTokenizer = Effect.fn("trainer.checkRunTokenizer")(function* (runDir: string, dataDir: string) {
-  if (![RunFiles.TOKENIZER_JSON, RunFiles.TOKENIZER_SPEC].some((f) => fs.existsSync(path.join(runDir, f)))) {
-    yield* RunFiles.copyTokenizer(dataDir, runDir);
+  if (![TokenizerFiles.TOKENIZER_JSON, TokenizerFiles.TOKENIZER_SPEC].some((f) => fs.existsSync(path.join(runDir, f)))) {
+    yield* TokenizerFiles.copy(dataDir, runDir);
     return yield* Effect.logWarning(`${runDir}: no tokenizer beside the run; restored the one of its data ${dataDir}`);
   }
   yield* Effect.scoped(
     Effect.gen(function* () {
-      const data = yield* RunFiles.loadTokenizer(dataDir);
-      const own = yield* RunFiles.loadTokenizer(runDir);
+      const data = yield* TokenizerFiles.load(dataDir);
+      const own = yield* TokenizerFiles.load(runDir);
       yield* Documents.ensureTokenizer(runDir, { tokenizerHash: data.hash, vocabSize: data.vocabSize }, own);
     }),
   );
@@ -230,7 +231,7 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
     maxSteps: opts.maxSteps,
   };
   // A new run is checked whole (data, tokenizer, model, plan, batches) before its directory exists.
-  if (!opts.resume) yield* Trainer.setup(options).pipe(Effect.provide(Layer.merge(RunFiles.tokenizerLayer(config.data), Registry.layer)));
+  if (!opts.resume) yield* Trainer.setup(options).pipe(Effect.provide(Layer.merge(TokenizerFiles.layer(config.data), Registry.layer)));
   const created = !opts.resume && (yield* makeRunDirectory(runDir));
   yield* RunLock.acquire(runDir);
   // Added after the lock, so it runs before the lock is released.
@@ -240,12 +241,12 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
     yield* checkRunTokenizer(runDir, config.data);
   } else {
     yield* ensureNoCheckpoints(runDir, config.name);
-    yield* RunFiles.copyTokenizer(config.data, runDir);
+    yield* TokenizerFiles.copy(config.data, runDir);
   }
   // Only the step, for the progress bar: the listing reads no tensors (the trainer loads them).
   const startStep = opts.resume ? ((yield* Checkpoint.list(runDir)).find((c) => c.isLatest)?.step ?? 0) : 0;
   const services = Layer.mergeAll(
-    RunFiles.tokenizerLayer(config.data),
+    TokenizerFiles.layer(config.data),
     MetricsSink.layer({ runDir, logLines: { totalSteps: plan.totalSteps, peakFlopsPerSecond: peakFlops } }),
     Progress.layer({ totalSteps: plan.totalSteps, startStep }),
     Registry.layer,

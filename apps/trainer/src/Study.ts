@@ -20,10 +20,11 @@ import { Console, Effect, Either, Option, Schema } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { AtomicFile, ConfigError } from "@patchlm/core";
-import { Choice, Cloze, Documents, Perplexity, StudyReport, Tasks } from "@patchlm/eval";
+import { Checkpoints, Choice, Cloze, Documents, Perplexity, StudyReport, Tasks } from "@patchlm/eval";
 import { Chart, MetricRecord } from "@patchlm/metrics";
 import { Model } from "@patchlm/model";
-import { Bench, ConfigFile, RunConfig, RunFiles, Setup, Study } from "@patchlm/train";
+import { TokenizerFiles } from "@patchlm/tokenization";
+import { Bench, ConfigFile, RunConfig, Setup, Study } from "@patchlm/train";
 import * as Demo from "./Demo";
 import * as Handlers from "./Handlers";
 
@@ -149,8 +150,8 @@ const withLoad = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 const evaluate = Effect.fn("study.evaluate")(function* (runDir: string, data: string, e: Study.StudySpec["evaluation"], microBatch: number) {
   return yield* Effect.scoped(
     Effect.gen(function* () {
-      const tokenizer = yield* RunFiles.loadTokenizer(runDir);
-      const model = yield* Effect.acquireRelease(RunFiles.loadModel(runDir), (m) => Effect.sync(() => Model.dispose(m.params)));
+      const tokenizer = yield* TokenizerFiles.load(runDir);
+      const model = yield* Effect.acquireRelease(Checkpoints.loadModel(runDir), (m) => Effect.sync(() => Model.dispose(m.params)));
       const stream = yield* Documents.validationStream(data, tokenizer);
       const perWindow = Perplexity.windowNll(model.params, model.cfg, stream.tokens, { batchSize: microBatch });
       const blocks = Perplexity.blocks(perWindow, e.blockTokens);
@@ -208,7 +209,7 @@ const shapesOf = Effect.fn("study.shapesOf")(function* (r: Study.StudyRun, vocab
  * whatever else ran beside the study, but only as good as the machine was quiet while measuring.
  */
 const measureStepTimes = Effect.fn("study.measureStepTimes")(function* (s: Study.Study, backend: string, rounds = 3, steps = 5) {
-  const tokenizer = yield* Effect.scoped(RunFiles.loadTokenizer(s.spec.data.out));
+  const tokenizer = yield* Effect.scoped(TokenizerFiles.load(s.spec.data.out));
   const perRun = yield* Effect.forEach(s.runs, (r) => Effect.map(shapesOf(r, tokenizer.vocabSize), (phases) => [r.name, phases] as const));
   const shapes = new Map(perRun.flatMap(([, phases]) => phases.map((p) => [p.key, p.shape] as const)));
   const before = os.loadavg()[0];

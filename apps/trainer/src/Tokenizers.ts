@@ -9,8 +9,7 @@ import * as path from "node:path";
 import { Effect, Either, Stream } from "effect";
 import { AtomicFile, ConfigError, FileError } from "@patchlm/core";
 import { Corpus, Split } from "@patchlm/data";
-import { RunFiles } from "@patchlm/train";
-import { Bpe } from "@patchlm/tokenization";
+import { Bpe, TokenizerFiles } from "@patchlm/tokenization";
 
 export type Choice =
   | { readonly kind: "bpe"; readonly vocabSize: number }
@@ -71,7 +70,7 @@ export const stage = Effect.fn("Tokenizers.stage")(function* (
     (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true })),
   );
   if (choice.kind !== "bpe") {
-    yield* RunFiles.saveTokenizer(dir, choice);
+    yield* TokenizerFiles.save(dir, choice);
     return { dir, provenance: undefined } satisfies Staged;
   }
   const recordWords = Corpus.defaultRecordWords;
@@ -87,10 +86,10 @@ export const stage = Effect.fn("Tokenizers.stage")(function* (
   const text = JSON.stringify(provenance, null, 2) + "\n";
   const sourcePath = path.join(outDir, SOURCE_FILE);
   const cached =
-    fs.existsSync(path.join(outDir, RunFiles.TOKENIZER_JSON)) && fs.existsSync(sourcePath) && fs.readFileSync(sourcePath, "utf8") === text;
+    fs.existsSync(path.join(outDir, TokenizerFiles.TOKENIZER_JSON)) && fs.existsSync(sourcePath) && fs.readFileSync(sourcePath, "utf8") === text;
   if (cached) {
-    yield* Effect.logInfo(`tokenizer: reusing ${path.join(outDir, RunFiles.TOKENIZER_JSON)} (bpe:${choice.vocabSize}, same corpus)`);
-    yield* RunFiles.copyTokenizer(outDir, dir);
+    yield* Effect.logInfo(`tokenizer: reusing ${path.join(outDir, TokenizerFiles.TOKENIZER_JSON)} (bpe:${choice.vocabSize}, same corpus)`);
+    yield* TokenizerFiles.copy(outDir, dir);
     return { dir, provenance: text } satisfies Staged;
   }
   const started = performance.now();
@@ -104,7 +103,7 @@ export const stage = Effect.fn("Tokenizers.stage")(function* (
     Stream.map((d) => d.text),
   );
   const model = yield* Bpe.trainStream(trainTexts, { vocabSize: choice.vocabSize });
-  yield* RunFiles.saveTokenizer(dir, { kind: "bpe", model });
+  yield* TokenizerFiles.save(dir, { kind: "bpe", model });
   yield* Effect.logInfo(`tokenizer: trained bpe:${choice.vocabSize} on ${scored.length - plan.validationDocuments} train documents in ${((performance.now() - started) / 1000).toFixed(1)}s`);
   return { dir, provenance: text } satisfies Staged;
 });
@@ -115,7 +114,7 @@ export const stage = Effect.fn("Tokenizers.stage")(function* (
  * kind's tokenizer.json).
  */
 export const install = Effect.fn("Tokenizers.install")(function* (staged: Staged, outDir: string) {
-  yield* RunFiles.copyTokenizer(staged.dir, outDir);
+  yield* TokenizerFiles.copy(staged.dir, outDir);
   const sourcePath = path.join(outDir, SOURCE_FILE);
   if (staged.provenance !== undefined) return yield* AtomicFile.write(sourcePath, staged.provenance);
   yield* Effect.try({

@@ -4,6 +4,7 @@ export * as Choice from "./Choice";
 export * as Tasks from "./Tasks";
 export * as Cloze from "./Cloze";
 export * as Documents from "./Documents";
+export * as Checkpoints from "./Checkpoints";
 export * as Generate from "./Generate";
 export * as HuggingFace from "./HuggingFace";
 export * as Report from "./Report";

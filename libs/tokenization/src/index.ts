@@ -4,3 +4,4 @@ export * as Bpe from "./Bpe";
 export * as HuggingFace from "./HuggingFace";
 export * as Tiktoken from "./Tiktoken";
 export * as TextFile from "./TextFile";
+export * as TokenizerFiles from "./TokenizerFiles";

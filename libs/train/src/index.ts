@@ -1,7 +1,6 @@
 export * as RunConfig from "./RunConfig";
 export * as ConfigFile from "./ConfigFile";
 export * as Setup from "./Setup";
-export * as RunFiles from "./RunFiles";
 export * as Step from "./Step";
 export * as State from "./State";
 export * as Trainer from "./Trainer";

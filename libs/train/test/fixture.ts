@@ -11,7 +11,8 @@ import { Corpus, Prepare } from "@patchlm/data";
 import { MetricsSink, Progress } from "@patchlm/metrics";
 import { Registry } from "@patchlm/patching";
 import { runTest } from "@patchlm/testing";
-import { RunConfig, RunFiles, Trainer } from "../src";
+import { TokenizerFiles } from "@patchlm/tokenization";
+import { RunConfig, Trainer } from "../src";
 
 const sentence = (i: number): string =>
   `The ${["red", "blue", "green", "gold"][i % 4]} ${["cat", "dog", "bird"][i % 3]} number ${i % 17} sat on the ${["mat", "rug"][i % 2]}.`;
@@ -25,10 +26,10 @@ export const prepareCorpus = async (root: string, docs = 12): Promise<string> =>
     fs.writeFileSync(path.join(corpus, `doc-${String(d).padStart(2, "0")}.txt`), lines.join("\n") + "\n");
   }
   const data = path.join(root, "data");
-  await runTest(RunFiles.saveTokenizer(data, { kind: "bytes" }));
+  await runTest(TokenizerFiles.save(data, { kind: "bytes" }));
   await runTest(
     Prepare.prepare({ source: Corpus.text(corpus), outDir: data, validationFraction: 0.2, seed: 0 }).pipe(
-      Effect.provide(RunFiles.tokenizerLayer(data)),
+      Effect.provide(TokenizerFiles.layer(data)),
     ),
   );
   return data;
@@ -66,7 +67,7 @@ export const train = (c: RunConfig.RunConfig, options: Partial<Trainer.Options> 
     const sink = yield* MetricsSink.memory();
     const summary = yield* Trainer.run({ config: c, resume: false, backend: { name: "cpu" }, ...options }).pipe(
       Effect.provide(
-        Layer.mergeAll(RunFiles.tokenizerLayer(c.data), Layer.succeed(MetricsSink.MetricsSink, sink), Progress.layerNone, Registry.layer),
+        Layer.mergeAll(TokenizerFiles.layer(c.data), Layer.succeed(MetricsSink.MetricsSink, sink), Progress.layerNone, Registry.layer),
       ),
     );
     return { summary, records: yield* sink.records };
