@@ -21,7 +21,9 @@ const constraints = (forTests) => {
     },
     { sourceTag: "type:backend", onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:native", "type:backend", ...t] },
     { sourceTag: "type:testing", onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:backend", "type:testing"] },
-    { sourceTag: "type:app", onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:backend", "type:native", ...t] },
+    // The CLI runtime is the apps' alone: no lib's behaviour depends on how it is started.
+    { sourceTag: "type:cli", onlyDependOnLibsWithTags: ["type:pure", ...t] },
+    { sourceTag: "type:app", onlyDependOnLibsWithTags: ["type:pure", "type:tensor", "type:backend", "type:native", "type:cli", ...t] },
   ];
 };
 

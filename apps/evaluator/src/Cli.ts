@@ -3,7 +3,8 @@
  * its handler in Handlers.ts.
  */
 import { Args, Command, Options } from "@effect/cli";
-import { Backend, defaultTo } from "@patchlm/core";
+import { defaultTo } from "@patchlm/cli";
+import { Backend } from "@patchlm/core";
 import * as Handlers from "./Handlers";
 
 const backend = Options.choice("backend", Backend.Choice.literals).pipe(

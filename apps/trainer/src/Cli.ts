@@ -3,7 +3,8 @@
  * its handler in Handlers.ts.
  */
 import { Args, Command, Options } from "@effect/cli";
-import { Backend, defaultTo } from "@patchlm/core";
+import { defaultTo } from "@patchlm/cli";
+import { Backend } from "@patchlm/core";
 import { Presets } from "@patchlm/model";
 import { Registry } from "@patchlm/patching";
 import * as Handlers from "./Handlers";

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** trainer: wiring only — commands in Cli.ts, what they do in Handlers.ts. */
-import { runCli } from "@patchlm/core";
+import { runCli } from "@patchlm/cli";
 import * as Cli from "./Cli";
 
 runCli(Cli.command, { name: "trainer", version: "0.1.0" });

@@ -5,4 +5,3 @@ export * as Numbers from "./Numbers";
 export { type ParamSpec, paramCount, paramSize } from "./ParamSpec";
 export { ConfigError, FileError, fileErrorFrom } from "./Errors";
 export { int, mulberry32, type Rng, shuffle } from "./Rng";
-export { defaultTo, nearestFlag, runCli } from "./Main";

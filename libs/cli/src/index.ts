@@ -1,0 +1,1 @@
+export { defaultTo, nearestFlag, runCli } from "./Main";
