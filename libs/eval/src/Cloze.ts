@@ -18,10 +18,18 @@
  * Determinism: candidates are listed in document and sentence order, shuffled with mulberry32
  * seeded by `seed`, and the first `items` taken; distractors and positions come from the same
  * generator. Same documents + same options = same items.
+ *
+ * `suite` draws both tasks from a prepared directory's validation documents; `loadTasks` resolves
+ * the evaluator's task names (task files and `cloze`).
  */
-import type { ChoiceItem, Task, TargetItem } from "./Tasks";
+import { Effect } from "effect";
+import type { Tokenizer } from "@patchlm/tokenization";
 import * as Choice from "./Choice";
+import * as Documents from "./Documents";
+import { EvalInputError } from "./Errors";
 import { int, mulberry32, shuffle } from "./internal/Rng";
+import * as Tasks from "./Tasks";
+import type { ChoiceItem, Task, TargetItem } from "./Tasks";
 
 export interface ClozeOptions {
   /** Seed of the item selection and of the distractors. Default 0. */
@@ -115,3 +123,48 @@ export const nextSentence = (documents: ReadonlyArray<string>, options: ClozeOpt
   }
   return { name: "cloze-nextsentence", format: "cloze-nextsentence", source: `built-in cloze (seed ${options.seed ?? 0})`, items, skipped: [] };
 };
+
+/**
+ * The built-in suite (`lastWord` and `nextSentence`) from a prepared directory's validation
+ * documents. A task without a single item is an error: a suite that silently shrinks would make
+ * a report's average mean something else.
+ */
+export const suite = Effect.fn("Cloze.suite")(function* (dataDir: string, tokenizer: Tokenizer.Service, options: Pick<ClozeOptions, "items" | "seed"> = {}) {
+  const docs = yield* Documents.validationDocuments(dataDir, tokenizer);
+  const tasks = [lastWord(docs, options), nextSentence(docs, options)];
+  for (const t of tasks) {
+    if (t.items.length === 0) return yield* new EvalInputError({ path: dataDir, reason: "Empty", detail: `the validation documents yield no ${t.name} item` });
+  }
+  return tasks;
+});
+
+export interface LoadTasksOptions {
+  /** Skip malformed lines of task files (and count them) instead of failing. */
+  readonly skipBad: boolean;
+  /** The prepared directory the `cloze` suite is drawn from; needed only when it is named. */
+  readonly data: string | undefined;
+  readonly tokenizer: Tokenizer.Service;
+  readonly clozeItems: number;
+  readonly seed: number;
+}
+
+/**
+ * The tasks named by `specs`: task files (`FORMAT:PATH` or `PATH`, see `Tasks.parseSpec`) and
+ * `cloze`, the built-in suite. Here rather than in Tasks so that Tasks (formats, scoring) needs
+ * no data directory and imports nothing of this module.
+ */
+export const loadTasks = Effect.fn("Cloze.loadTasks")(function* (specs: ReadonlyArray<string>, o: LoadTasksOptions) {
+  const out: Array<Task> = [];
+  for (const spec of specs) {
+    if (spec === "cloze") {
+      if (o.data === undefined) return yield* new EvalInputError({ path: "--task cloze", reason: "NotFound", detail: "the cloze suite needs a prepared data directory: pass --data" });
+      out.push(...(yield* suite(o.data, o.tokenizer, { items: o.clozeItems, seed: o.seed })));
+    } else {
+      const { format, path: file } = Tasks.parseSpec(spec);
+      const task = yield* Tasks.load(file, { format, skipBad: o.skipBad });
+      if (task.skipped.length > 0) yield* Effect.logWarning(`${file}: skipped ${task.skipped.length} bad line(s): ${task.skipped.map((s) => s.line).join(", ")}`);
+      out.push(task);
+    }
+  }
+  return out;
+});

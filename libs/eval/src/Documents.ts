@@ -94,6 +94,25 @@ export const textFiles = Effect.fn("Documents.textFiles")(function* (p: string) 
 export const isPrepared = (p: string): boolean => fs.existsSync(`${p}/${Shards.manifestFile}`);
 
 /**
+ * The token streams of a data argument: a prepared directory's validation stream (at most
+ * `maxTokens` tokens), or one stream per text file of a file or folder, files taken in order
+ * until about `maxTokens` targets (a file is never cut).
+ */
+export const streams = Effect.fn("Documents.streams")(function* (data: string, tokenizer: Tokenizer.Service, maxTokens = Infinity) {
+  if (isPrepared(data)) return [yield* validationStream(data, tokenizer, maxTokens)];
+  const docs = yield* textFiles(data);
+  const out: Array<TokenStream> = [];
+  let total = 0;
+  for (const d of docs) {
+    if (total >= maxTokens) break;
+    const s = textStream(d.id, d.text, tokenizer);
+    out.push(s);
+    total += s.tokens.length - 1;
+  }
+  return out;
+});
+
+/**
  * Ids a tokenizer can put in front of a model: all of its vocabulary but a PAD id added past the
  * end (a Hugging Face vocabulary without one gets it there), which no text encodes to and nothing
  * feeds the model.

@@ -11,16 +11,22 @@
  *
  * Everything written is a pure function of the checkpoint (and the tokenizer files, copied byte for
  * byte): export → import → export gives identical bytes.
+ *
+ * `exportTo` / `read` convert tensors and configs; `exportRun` / `importRun` are the evaluator's
+ * export and import of a whole checkpoint, tokenizer included.
  */
 import * as buffer from "node:buffer";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
-import { Effect, Either } from "effect";
+import { Effect, Either, Option } from "effect";
 import { AtomicFile, Config } from "@patchlm/core";
-import { Safetensors } from "@patchlm/checkpoint";
+import { Checkpoint, RunLock, Safetensors } from "@patchlm/checkpoint";
 import { ParameterTable } from "@patchlm/model";
 import { PatchStrategy } from "@patchlm/patching";
-import type { Tokenizer } from "@patchlm/tokenization";
+import { type Tokenizer, TokenizerFiles } from "@patchlm/tokenization";
+import * as Checkpoints from "./Checkpoints";
+import * as Documents from "./Documents";
 import { EvalInputError } from "./Errors";
 
 export const CONFIG_FILE = "config.json";
@@ -370,4 +376,142 @@ export const read = Effect.fn("HuggingFace.read")(function* (dir: string) {
   const contents = yield* Either.mapLeft(Safetensors.decode(bytes, modelPath), (e) => new EvalInputError({ path: modelPath, reason: "Malformed", detail: e.message }));
   const tensors = yield* modelTensors(cfg, contents.tensors, modelPath);
   return { cfg, tensors, special, tokenizerFiles } satisfies Imported;
+});
+
+/** Special token ids an import recorded in its manifest's trainConfig (config.json's), if any. */
+const recordedSpecialIds = (trainConfig: unknown): Tokenizer.SpecialTokens | undefined => {
+  const s = typeof trainConfig === "object" && trainConfig !== null ? (trainConfig as { specialTokens?: unknown }).specialTokens : undefined;
+  if (typeof s !== "object" || s === null) return undefined;
+  const { bos, eos, pad } = s as Record<string, unknown>;
+  return typeof bos === "number" && typeof eos === "number" && typeof pad === "number" ? { bos, eos, pad } : undefined;
+};
+
+/**
+ * Export a checkpoint (a run directory through `latest`, or a step directory) to a Hugging Face
+ * LLaMA directory, with the run's tokenizer (`tokenizerDir`, else beside the run, else its data
+ * directory) when it is a Hugging Face tokenizer.json. Returns the step directory exported and
+ * the files written; warns when no tokenizer.json could be written.
+ */
+export const exportRun = Effect.fn("HuggingFace.exportRun")(function* (checkpoint: string, outDir: string, options: { readonly tokenizerDir?: string } = {}) {
+  const loaded = yield* Checkpoint.load(checkpoint);
+  const cfg = yield* Config.decodeConfig(Config.ModelConfig)(`${loaded.dir}/manifest.json modelConfig`, loaded.manifest.modelConfig);
+  const runDir = Checkpoints.runDirOf(checkpoint, loaded.dir);
+  const tokDir = yield* Effect.option(Checkpoints.tokenizerDirFor(runDir, options.tokenizerDir));
+  // The ids an import recorded win (they are what config.json said); else the run's tokenizer's.
+  const fromTokenizer = Option.isSome(tokDir) ? yield* Effect.scoped(Effect.option(TokenizerFiles.load(tokDir.value))) : Option.none();
+  const special = recordedSpecialIds(loaded.manifest.trainConfig) ?? Option.getOrUndefined(Option.map(fromTokenizer, (t) => t.special));
+  const files = yield* exportTo({ cfg, tensors: loaded.tensors, special, tokenizerDir: Option.getOrUndefined(tokDir), source: loaded.dir }, outDir);
+  if (!files.includes(TOKENIZER_FILE)) {
+    yield* Effect.logWarning(`the run's tokenizer is not a Hugging Face tokenizer.json (built-in bytes/tiktoken, or none found): ${outDir} has no tokenizer.json`);
+  }
+  return { source: loaded.dir, files };
+});
+
+/**
+ * `out` must be new or an empty directory: an import never writes beside or over what a user
+ * owns (a run's `latest`, its checkpoints, its tokenizer).
+ */
+const ensureFreshOut = (out: string): Effect.Effect<void, EvalInputError> =>
+  Effect.suspend(() => {
+    let entries: Array<string>;
+    try {
+      entries = fs.readdirSync(out).sort();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return Effect.void;
+      if (code === "ENOTDIR") return Effect.fail(new EvalInputError({ path: out, reason: "Exists", detail: "exists and is not a directory" }));
+      // "ENAMETOOLONG: name too long, scandir '<out>'": the path is already named.
+      return Effect.fail(new EvalInputError({ path: out, reason: "Unwritable", detail: (e as Error).message.replace(/, \w+ '.*'$/s, "") }));
+    }
+    if (entries.length === 0) return Effect.void;
+    const shown = entries.slice(0, 6).join(", ") + (entries.length > 6 ? `, … (${entries.length} entries)` : "");
+    return Effect.fail(new EvalInputError({ path: out, reason: "Exists", detail: `already holds ${shown}; import into a new or empty directory` }));
+  });
+
+/** This host in a staging directory's name (letters, digits, dots and dashes). */
+const hostTag = (): string => os.hostname().replace(/[^A-Za-z0-9.-]/g, "_");
+
+/** `<out>.tmp-import-<host>-<pid>-XXXXXX`: the import staging into it names itself. */
+const stagingPrefix = (out: string): string => `${out}.tmp-import-${hostTag()}-${process.pid}-`;
+
+/**
+ * The staging directories that earlier imports to the same `out` left when they were killed
+ * (kill -9, a crash, a full disk): removed when their process is provably gone (this host, pid no
+ * longer running). Another import in progress, or one from another host, is left alone.
+ */
+const removeStaleImports = (out: string) =>
+  Effect.gen(function* () {
+    const parent = path.dirname(out);
+    const prefix = `${path.basename(out)}.tmp-import-`;
+    const names = fs.existsSync(parent) ? fs.readdirSync(parent).filter((n) => n.startsWith(prefix)) : [];
+    for (const name of names) {
+      const owner = /^(.+)-(\d+)-[A-Za-z0-9]{6}$/.exec(name.slice(prefix.length));
+      if (owner === null || owner[1] !== hostTag() || RunLock.liveness({ host: os.hostname(), pid: Number(owner[2]) }).state !== "dead") continue;
+      fs.rmSync(path.join(parent, name), { recursive: true, force: true });
+      yield* Effect.logWarning(`removed ${path.join(parent, name)}, left by an import (pid ${owner[2]}) that did not finish`);
+    }
+  });
+
+/**
+ * Import a Hugging Face LLaMA directory as a checkpoint (step `step`) of a new run directory
+ * `out`, tokenizer files beside it. Built in a staging directory beside `out` (same file system)
+ * and renamed into place only once the checkpoint and tokenizer are complete and checked: a
+ * failed import leaves nothing behind, and what a killed one left is removed by the next import
+ * to the same `out`. Returns the saved checkpoint, `dir` its step directory under `out`.
+ */
+export const importRun = Effect.fn("HuggingFace.importRun")(function* (hfDir: string, outDir: string, options: { readonly step?: number } = {}) {
+  const out = path.resolve(outDir);
+  yield* ensureFreshOut(out);
+  yield* removeStaleImports(out);
+  const hf = yield* read(hfDir);
+  return yield* Effect.scoped(
+    Effect.gen(function* () {
+      const staging = yield* Effect.acquireRelease(
+        Effect.try({
+          try: () => {
+            fs.mkdirSync(path.dirname(out), { recursive: true });
+            return fs.mkdtempSync(stagingPrefix(out));
+          },
+          catch: (e) => new EvalInputError({ path: out, reason: "Unwritable", detail: (e as Error).message }),
+        }),
+        (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })),
+      );
+      for (const f of hf.tokenizerFiles) fs.copyFileSync(path.join(hfDir, f), path.join(staging, f));
+      // The tokenizer is checked against the model before the import is published: the import
+      // records its hash, so a later check by hash alone would accept it whatever its size.
+      const tokenizerHash = hf.tokenizerFiles.includes(TOKENIZER_FILE)
+        ? yield* Effect.scoped(
+            Effect.gen(function* () {
+              const tokenizer = yield* TokenizerFiles.load(staging);
+              yield* Documents.ensureTokenizer(path.join(hfDir, TOKENIZER_FILE), { tokenizerHash: "", vocabSize: hf.cfg.vocabSize }, tokenizer);
+              return tokenizer.hash;
+            }),
+          )
+        : "";
+      const saved = yield* Checkpoint.save(staging, {
+        step: options.step ?? 0,
+        tensors: hf.tensors,
+        manifest: {
+          phase: "token",
+          tokensSeen: 0,
+          modelConfig: hf.cfg,
+          trainConfig: { importedFrom: path.resolve(hfDir), specialTokens: hf.special ?? null },
+          dataCursor: null,
+          rng: null,
+          tokenizerHash,
+          packageVersions: {},
+        },
+      });
+      // Checked again at the last moment; an empty directory gives way to the finished import.
+      yield* ensureFreshOut(out);
+      yield* Effect.try({
+        try: () => {
+          if (fs.existsSync(out)) fs.rmdirSync(out);
+          fs.renameSync(staging, out);
+        },
+        catch: (e) => new EvalInputError({ path: out, reason: "Unwritable", detail: (e as Error).message }),
+      });
+      return { ...saved, dir: path.join(out, path.basename(saved.dir)) };
+    }),
+  );
 });

@@ -13,11 +13,19 @@
  *
  * Bits per byte, comparable across tokenizers: total NLL (nats) / ln 2 / UTF-8 bytes of the
  * scored text.
+ *
+ * `scoreStreams` / `scoreData` are the one validation perplexity (evaluator `ppl` and `compare`,
+ * the study's final evaluation): loss, perplexity, bits per byte and a standard error over blocks
+ * of consecutive windows.
  */
 import * as tf from "@tensorflow/tfjs";
+import { Effect } from "effect";
 import type { Config } from "@patchlm/core";
 import type { Model } from "@patchlm/model";
 import { Objective, PatchStrategy } from "@patchlm/patching";
+import type { Tokenizer } from "@patchlm/tokenization";
+import * as Documents from "./Documents";
+import { EvalInputError } from "./Errors";
 import * as Score from "./Score";
 
 /** One forward pass: inputs x[start..start+length), targets x[start+1..start+length], the last `scored` of them counted. */
@@ -209,6 +217,68 @@ export const result = (s: Score.NllSum, bytes: number): Result => {
   return { tokens: s.tokens, bytes, nll: s.nll, loss, ppl, bitsPerByte: bitsPerByte(s.nll, bytes) };
 };
 
+/** Scored targets per standard-error block unless told otherwise: the study's `evaluation.blockTokens` default. */
+export const DEFAULT_BLOCK_TOKENS = 4096;
+
+export interface ScoreOptions extends WindowOptions {
+  /** Scored targets per standard-error block (see `blocks`). Default `DEFAULT_BLOCK_TOKENS`. */
+  readonly blockTokens?: number;
+}
+
+/** A token-level result with the standard error of its loss. */
+export interface Scored extends Result {
+  /** Standard error of `loss` over `blocks` (see `meanWithError`); NaN with fewer than 2 blocks. */
+  readonly standardError: number;
+  /** The per-block sums, kept for paired differences between models (`pairedDifference`). */
+  readonly blocks: Blocks;
+}
+
+/**
+ * Validation perplexity of token streams: loss, perplexity, bits per byte and the loss's block
+ * standard error, every target scored once with sliding windows (`windowNll`). Several streams are
+ * scored in order and their windows grouped into blocks as one sequence.
+ *
+ * Every figure is taken from the blocks (loss = Σ block NLL / Σ block tokens), so for one stream
+ * with the window of the model's context and stride = window this gives exactly the numbers of
+ * the study's final evaluation; its loss is `streamNll`'s nll / tokens. Throws RangeError for a
+ * window or stride out of range (see `windows`; `scoreData` checks them first).
+ */
+export const scoreStreams = (
+  params: Model.Weights,
+  cfg: Config.ModelConfig,
+  streams: ReadonlyArray<Documents.TokenStream>,
+  options: ScoreOptions = {},
+  onBatch?: (scored: number) => void,
+): Scored => {
+  const perStream: Array<PerWindow> = [];
+  let scoredBefore = 0;
+  for (const s of streams) {
+    const w = windowNll(params, cfg, s.tokens, options, onBatch === undefined ? undefined : (n) => onBatch(scoredBefore + n));
+    perStream.push(w);
+    scoredBefore += w.scored.reduce((a, b) => a + b, 0);
+  }
+  // One entry per window, not per token: copying them is cheap.
+  const joined: PerWindow =
+    perStream.length === 1
+      ? perStream[0]
+      : { nll: Float64Array.from(perStream.flatMap((w) => Array.from(w.nll))), scored: Float64Array.from(perStream.flatMap((w) => Array.from(w.scored))) };
+  const b = blocks(joined, options.blockTokens ?? DEFAULT_BLOCK_TOKENS);
+  const stats = meanWithError(b);
+  const nll = b.nll.reduce((x, y) => x + y, 0);
+  const tokens = b.tokens.reduce((x, y) => x + y, 0);
+  const bytes = streams.reduce((n, s) => n + s.bytes, 0);
+  return { tokens, bytes, nll, loss: stats.loss, ppl: Math.exp(stats.loss), bitsPerByte: bitsPerByte(nll, bytes), standardError: stats.standardError, blocks: b };
+};
+
+/** `scoreStreams` of one stream: a prepared directory's validation stream, say. */
+export const scoreStream = (
+  params: Model.Weights,
+  cfg: Config.ModelConfig,
+  stream: Documents.TokenStream,
+  options: ScoreOptions = {},
+  onBatch?: (scored: number) => void,
+): Scored => scoreStreams(params, cfg, [stream], options, onBatch);
+
 /**
  * The patch (bag) loss of K-token patches over a stream, as the patch phase trains (the same
  * `Objective.lossFor`): disjoint windows of K·T tokens (T = `positions`, default the context length), each patch the plain mean
@@ -240,3 +310,67 @@ export const patchLoss = (
   }
   return { loss: n === 0 ? NaN : weighted / n, windows: n, targets: n * (T - 1) * K };
 };
+
+/** The model `scoreData` scores with (a `Checkpoints.Opened` is one). */
+export interface ScoringModel {
+  readonly params: Model.Weights;
+  readonly cfg: Config.ModelConfig;
+  readonly tokenizer: Tokenizer.Service;
+}
+
+export interface DataOptions extends ScoreOptions {
+  /** Score at most about this many tokens (see `Documents.streams`). Default: all. */
+  readonly maxTokens?: number;
+  /** Also the patch loss with patches of this many tokens (`patchLoss`; not comparable). */
+  readonly patchSize?: number;
+}
+
+export interface DataScore extends Scored {
+  readonly data: string;
+  readonly window: number;
+  readonly stride: number;
+  /** How many streams were scored: 1 for a prepared directory, else one per text file. */
+  readonly streams: number;
+  readonly patch?: { readonly K: number; readonly loss: number; readonly windows: number; readonly comparable: false };
+}
+
+/**
+ * The window and stride `scoreData` uses: `window` defaults to the model's context, `stride` to
+ * the window. Errors name the evaluator's flags, the only place these come from a user.
+ */
+export const checkWindow = (cfg: Config.ModelConfig, window = cfg.contextLength, stride = window) =>
+  Number.isInteger(window) && Number.isInteger(stride) && 1 <= stride && stride <= window && window <= cfg.contextLength
+    ? Effect.succeed({ window, stride })
+    : Effect.fail(
+        new EvalInputError({
+          path: "--window/--stride",
+          reason: "Malformed",
+          detail: `need 1 ≤ stride (${stride}) ≤ window (${window}) ≤ the model's context length (${cfg.contextLength})`,
+        }),
+      );
+
+const checkPositive = (flag: string, value: number | undefined) =>
+  value === undefined || value === Infinity || (Number.isInteger(value) && value >= 1)
+    ? Effect.void
+    : Effect.fail(new EvalInputError({ path: flag, reason: "Malformed", detail: `need a positive integer, got ${value}` }));
+
+/**
+ * `scoreStreams` over a data argument: a prepared directory's validation split or UTF-8 text files
+ * (`Documents.streams`), with the optional patch loss over all streams' tokens end to end. Bad
+ * options fail before any text is read, naming the flags (--window/--stride, --max-tokens,
+ * --patch-size).
+ */
+export const scoreData = Effect.fn("Perplexity.scoreData")(function* (model: ScoringModel, data: string, options: DataOptions = {}) {
+  const { window, stride } = yield* checkWindow(model.cfg, options.window, options.stride);
+  yield* checkPositive("--max-tokens", options.maxTokens);
+  yield* checkPositive("--patch-size", options.patchSize);
+  const streams = yield* Documents.streams(data, model.tokenizer, options.maxTokens);
+  const scored = scoreStreams(model.params, model.cfg, streams, { ...options, window, stride });
+  const out: DataScore = { ...scored, data, window, stride, streams: streams.length };
+  const K = options.patchSize;
+  if (K === undefined) return out;
+  const all = streams.flatMap((s) => Array.from(s.tokens));
+  const positions = Math.min(model.cfg.contextLength, Math.max(2, Math.floor(all.length / K)));
+  const p = patchLoss(model.params, model.cfg, all, K, { positions, batchSize: options.batchSize });
+  return { ...out, patch: { K, loss: p.loss, windows: p.windows, comparable: false as const } } satisfies DataScore;
+});

@@ -7,13 +7,20 @@
  *
  * Reads what the trainer writes: `config.json` (the resolved run config), `metrics.jsonl`
  * (@patchlm/metrics `MetricRecord` lines) and, when present, `summary.json` (the totals of the
- * last invocation).
+ * last invocation). The figures of each run come from `evaluateRun` (its latest checkpoint
+ * evaluated) or, without evaluating, `loggedEval` (its last logged validation loss).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Effect, Either } from "effect";
 import { Chart, MetricRecord } from "@patchlm/metrics";
+import * as Checkpoints from "./Checkpoints";
+import * as Choice from "./Choice";
+import * as Cloze from "./Cloze";
+import * as Documents from "./Documents";
 import { EvalInputError } from "./Errors";
+import * as Perplexity from "./Perplexity";
+import * as Tasks from "./Tasks";
 
 export interface Run {
   readonly name: string;
@@ -107,6 +114,43 @@ export interface RunEval {
   /** Task name → accuracy in [0, 1] (acc_norm for choice tasks, acc for last-word tasks). */
   readonly tasks?: Readonly<Record<string, number>>;
 }
+
+export interface EvaluateRunOptions {
+  /** Task names for the table (files, `FORMAT:FILE`, or `cloze`; see `Cloze.loadTasks`). */
+  readonly tasks: ReadonlyArray<string>;
+  /** Validation tokens scored, at most. */
+  readonly maxTokens: number;
+  readonly batchSize: number;
+  /** Items per cloze task (seed 0, so every run is asked the same items). */
+  readonly clozeItems: number;
+}
+
+/**
+ * A run's latest checkpoint evaluated: loss, perplexity and bits per byte on at most `maxTokens`
+ * tokens of its own validation split (`Perplexity.scoreData`: windows of the model's context,
+ * stride = window), when its data directory is a prepared one, and the headline accuracy of
+ * each task.
+ */
+export const evaluateRun = Effect.fn("Report.evaluateRun")(function* (run: Run, o: EvaluateRunOptions) {
+  return yield* Effect.scoped(
+    Effect.gen(function* () {
+      const m = yield* Checkpoints.open(run.dir);
+      const scored = run.data !== undefined && Documents.isPrepared(run.data) ? yield* Perplexity.scoreData(m, run.data, { maxTokens: o.maxTokens, batchSize: o.batchSize }) : undefined;
+      const list = yield* Cloze.loadTasks(o.tasks, { skipBad: false, data: run.data, tokenizer: m.tokenizer, clozeItems: o.clozeItems, seed: 0 });
+      const scorer = Choice.modelScorer(m.params, m.cfg, { batchSize: o.batchSize });
+      const tasks: Record<string, number> = {};
+      for (const t of list) tasks[t.name] = Tasks.headline(Tasks.evaluate(t, m.tokenizer, scorer)).value;
+      const ppl = scored === undefined ? {} : { loss: scored.loss, ppl: scored.ppl, bitsPerByte: scored.bitsPerByte };
+      return { ...ppl, tasks } satisfies RunEval;
+    }),
+  );
+});
+
+/** A run's figures without evaluating anything: its last logged validation loss stands in. */
+export const loggedEval = (run: Run): RunEval => {
+  const last = [...run.records].reverse().find((x) => x.values[MetricRecord.Keys.valLoss] !== undefined)?.values[MetricRecord.Keys.valLoss];
+  return last === undefined ? {} : { loss: last, ppl: Math.exp(last) };
+};
 
 /** The token-only baseline: the first token-only run, if any. */
 export const baseline = (runs: ReadonlyArray<Run>): Run | undefined => runs.find(isTokenOnly);

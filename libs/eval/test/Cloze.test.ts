@@ -1,3 +1,8 @@
+import * as path from "node:path";
+import { NodeContext } from "@effect/platform-node";
+import { Effect, Logger } from "effect";
+import { runTest, runTestFailure } from "@patchlm/testing";
+import { Bytes } from "@patchlm/tokenization";
 import { Cloze } from "../src";
 import type { Tasks } from "../src";
 
@@ -56,5 +61,26 @@ describe("Cloze", () => {
     const b = Cloze.nextSentence(docs, { seed: 8, items: 8 });
     expect(b.items.map(text)).not.toEqual(a.items.map(text));
     expect(Cloze.lastWord(docs, { seed: 2 })).toEqual(Cloze.lastWord(docs, { seed: 2 }));
+  });
+});
+
+describe("Cloze.loadTasks", () => {
+  const fixture = (name: string) => path.join(__dirname, "fixtures", name);
+  const options = { skipBad: false, data: undefined, tokenizer: Bytes.make(), clozeItems: 4, seed: 0 };
+  const quiet = <A, E>(e: Effect.Effect<A, E, NodeContext.NodeContext>) => Effect.provide(e, NodeContext.layer).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, Logger.none)));
+
+  it("loads task files in order, a FORMAT: prefix naming the format, --skip-bad counting what it skipped", async () => {
+    const tasks = await runTest(quiet(Cloze.loadTasks([`piqa:${fixture("piqa.jsonl")}`, fixture("arc.jsonl")], options)));
+    expect(tasks.map((t) => [t.name, t.format])).toEqual([["piqa", "piqa"], ["arc", "arc"]]);
+    const e = await runTestFailure(quiet(Cloze.loadTasks([fixture("bad.jsonl")], options)));
+    expect(e).toMatchObject({ _tag: "TaskError", line: 2, reason: "MalformedJson" });
+    const [skipped] = await runTest(quiet(Cloze.loadTasks([fixture("bad.jsonl")], { ...options, skipBad: true })));
+    expect([skipped.items.length, skipped.skipped.length]).toEqual([1, 2]);
+  });
+
+  it("the cloze suite needs a prepared data directory, and says so naming --data", async () => {
+    const e = await runTestFailure(quiet(Cloze.loadTasks(["cloze"], options)));
+    expect(e).toMatchObject({ _tag: "EvalInputError", path: "--task cloze", reason: "NotFound" });
+    expect((e as Error).message).toMatch(/pass --data/);
   });
 });

@@ -7,17 +7,19 @@
  *
  * `LlamaForCausalLM.from_pretrained` itself cannot run here (no PyPI); this is the substitute.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { Effect } from "effect";
+import { NodeContext } from "@effect/platform-node";
+import { Effect, Layer, Logger } from "effect";
 import type { Config } from "@patchlm/core";
 import { Model, Presets } from "@patchlm/model";
 import { expectClose, randomInts, runTest, runTestFailure, useBackend } from "@patchlm/testing";
+import { Bpe } from "@patchlm/tokenization";
 import { HuggingFace } from "../src";
-import { randomizeNorms, weightsOf } from "./helpers";
+import { randomizeNorms, tinyCfg, weightsOf } from "./helpers";
 
 type Weights = Record<string, { shape: Array<number>; data: Float64Array }>;
 
@@ -292,5 +294,103 @@ describe("HuggingFace.read refuses untrusted input before trusting it", () => {
     const { e, seconds } = await refusal(again.dir);
     expect(e.message).toMatch(/model\.safetensors: Malformed: .*bytes.*parameters/);
     expect(seconds).toBeLessThan(2);
+  });
+});
+
+describe("HuggingFace.importRun", () => {
+  beforeAll(() => useBackend("cpu"));
+  const quiet = Logger.replace(Logger.defaultLogger, Logger.none);
+  const run = <A, E>(e: Effect.Effect<A, E, NodeContext.NodeContext>) => runTest(Effect.provide(e, Layer.merge(NodeContext.layer, quiet)));
+  const fail = <A, E>(e: Effect.Effect<A, E, NodeContext.NodeContext>) => runTestFailure(Effect.provide(e, Layer.merge(NodeContext.layer, quiet)));
+  const docs = [
+    "The river ran cold through the valley. Farmers watched the water rise each spring. They built walls of stone along the banks. The walls held for many years. One spring the rain did not stop.",
+    "A small shop stood at the corner of the square. The baker opened it before dawn every day. People came early for warm bread and rolls. He never raised his prices in the winter.",
+    "The ship left the harbour at noon. Its sails filled with a strong western wind. The captain studied his charts in silence. Nobody on board had seen these waters before.",
+  ];
+  /** A Hugging Face directory of the byte-tokenizer-sized model, without tokenizer.json. */
+  const hfDir = async (name = "hf") => {
+    const dir = path.join(tmp(), name);
+    const params = Model.init(tinyCfg, 3);
+    await runTest(HuggingFace.exportTo({ cfg: tinyCfg, tensors: weightsOf(params), special: { bos: 256, eos: 257, pad: 258 }, source: "test" }, dir));
+    Model.dispose(params);
+    return dir;
+  };
+
+  // reliability D10: a tokenizer with more ids than the model was imported; generate then crashed in GatherV2.
+  it("refuses a tokenizer.json with more ids than the model's vocabulary, writing nothing", async () => {
+    const big = await hfDir("hf-big-tokenizer");
+    await runTest(Bpe.save(await runTest(Bpe.train(docs, { vocabSize: 300, minFrequency: 1 })), big));
+    const out = path.join(tmp(), "imported-big-tokenizer");
+    const e = await fail(HuggingFace.importRun(big, out));
+    expect(e).toMatchObject({ _tag: "TokenizerMismatch" });
+    expect((e as Error).message).toMatch(/hf-big-tokenizer.*\n.*vocabulary: the tokenizer "bpe-300" has 300 ids, the model only 259/);
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
+  // reliability D4: `import --out <an existing run>` repointed `latest` to the imported step 0 and
+  // pruned a training checkpoint; a failed import had already overwritten the run's tokenizer.
+  it("refuses an --out that holds anything, and a failed import leaves nothing behind", async () => {
+    const hf = await hfDir();
+    const snapshot = (dir: string) =>
+      fs.readdirSync(dir, { recursive: true, encoding: "utf8" }).sort().map((f) => {
+        const p = path.join(dir, f);
+        return [f, fs.statSync(p).isFile() ? fs.readFileSync(p, "hex") : "dir"];
+      });
+    const existing = path.join(tmp(), "existing-run");
+    fs.mkdirSync(path.join(existing, "step-00000005"), { recursive: true });
+    fs.writeFileSync(path.join(existing, "latest"), "step-00000005\n");
+    fs.writeFileSync(path.join(existing, "step-00000005", "model.safetensors"), "weights");
+    const before = snapshot(existing);
+    const e = await fail(HuggingFace.importRun(hf, existing));
+    expect(e).toMatchObject({ _tag: "EvalInputError", reason: "Exists" });
+    expect((e as Error).message).toMatch(/existing-run: Exists: .*latest.*step-00000005/);
+    expect(snapshot(existing)).toEqual(before);
+
+    // A failed import (its tokenizer does not fit the model) into a new directory or an empty one.
+    const bad = tmp();
+    fs.cpSync(hf, bad, { recursive: true });
+    await runTest(Bpe.save(await runTest(Bpe.train(docs, { vocabSize: 300, minFrequency: 1 })), bad));
+    const parent = path.join(tmp(), "imports");
+    const empty = path.join(parent, "empty");
+    fs.mkdirSync(empty, { recursive: true });
+    for (const out of [path.join(parent, "new"), empty]) expect(await fail(HuggingFace.importRun(bad, out))).toMatchObject({ _tag: "TokenizerMismatch" });
+    expect(fs.readdirSync(parent)).toEqual(["empty"]);
+    expect(fs.readdirSync(empty)).toEqual([]);
+
+    // An --out that cannot be a directory name is named once, with the reason.
+    const tooLong = await fail(HuggingFace.importRun(hf, path.join(parent, "n".repeat(300))));
+    expect(tooLong).toMatchObject({ _tag: "EvalInputError", reason: "Unwritable", detail: "ENAMETOOLONG: name too long" });
+
+    // An empty directory is a fine --out.
+    const saved = await run(HuggingFace.importRun(hf, empty, { step: 3 }));
+    expect(saved.dir).toBe(path.join(empty, "step-00000003"));
+    expect(fs.readFileSync(path.join(empty, "latest"), "utf8").trim()).toBe("step-00000003");
+    expect(fs.readdirSync(parent)).toEqual(["empty"]);
+  });
+
+  // reliability D13: a killed import left its `<out>.tmp-import-*` staging directory behind for good.
+  it("removes the staging directory a killed import to the same --out left, and no other", async () => {
+    const hf = await hfDir();
+    const parent = tmp();
+    // A process killed with SIGKILL, as an import killed mid-way: its pid is provably gone.
+    const killed = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"]);
+    await new Promise((r) => killed.once("spawn", r));
+    killed.kill("SIGKILL");
+    await new Promise((r) => killed.once("exit", r));
+    const host = os.hostname().replace(/[^A-Za-z0-9.-]/g, "_");
+    const left = (owner: string, pid: number) => {
+      const dir = path.join(parent, `model.tmp-import-${owner}-${pid}-a1B2c3`);
+      fs.mkdirSync(path.join(dir, "step-00000000"), { recursive: true });
+      fs.writeFileSync(path.join(dir, "step-00000000", "model.safetensors"), new Uint8Array(4096));
+      return path.basename(dir);
+    };
+    const stale = left(host, killed.pid!);
+    const inProgress = left(host, process.pid);
+    const elsewhere = left("other-host.example", killed.pid!);
+    const otherOut = `other.tmp-import-${host}-${killed.pid}-a1B2c3`;
+    fs.mkdirSync(path.join(parent, otherOut));
+    await run(HuggingFace.importRun(hf, path.join(parent, "model")));
+    expect(fs.readdirSync(parent).sort()).toEqual(["model", elsewhere, inProgress, otherOut].sort());
+    expect(fs.existsSync(path.join(parent, stale))).toBe(false);
   });
 });

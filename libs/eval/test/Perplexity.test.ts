@@ -1,8 +1,14 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
+import { NodeContext } from "@effect/platform-node";
+import { Effect } from "effect";
 import { Model } from "@patchlm/model";
 import { Loss } from "@patchlm/losses";
-import { expectClose, expectNoTensorLeak, randomInts, useBackend } from "@patchlm/testing";
-import { Perplexity, Score } from "../src";
+import { expectClose, expectNoTensorLeak, randomInts, runTest, runTestFailure, useBackend } from "@patchlm/testing";
+import { Bytes } from "@patchlm/tokenization";
+import { Documents, Perplexity, Score } from "../src";
 import { tinyCfg as cfg } from "./helpers";
 
 /** log p(tokens[t] | tokens[from..t−1]) by a direct forward over exactly that context. */
@@ -131,5 +137,97 @@ describe("Perplexity standard errors", () => {
     expect(d.standardError).toBeCloseTo(0, 12);
     expect(Perplexity.meanWithError(a).standardError).toBeGreaterThan(0.5);
     expect(() => Perplexity.pairedDifference(a, { nll: [1], tokens: [10] })).toThrow(/same blocks/);
+  });
+});
+
+describe("Perplexity.scoreStream: the one validation perplexity", () => {
+  beforeAll(() => useBackend("cpu"));
+  const stream = (name: string, n: number, seed: number, bytes: number): Documents.TokenStream => ({ name, tokens: randomInts(n, 259, seed), bytes });
+
+  it("gives the study's numbers for window = context, stride = window: streamNll's loss, meanWithError(blocks(windowNll)) by hand", () => {
+    const params = Model.init(cfg, 7);
+    const s = stream("a", 301, 8, 512);
+    const got = Perplexity.scoreStream(params, cfg, s, { batchSize: 3, blockTokens: 64 });
+    // The study's final evaluation, as apps/trainer computes it today.
+    const perWindow = Perplexity.windowNll(params, cfg, s.tokens, { batchSize: 3 });
+    const blocks = Perplexity.blocks(perWindow, 64);
+    const stats = Perplexity.meanWithError(blocks);
+    const total = blocks.nll.reduce((a, b) => a + b, 0);
+    expect(got.blocks).toEqual(blocks);
+    expect([got.loss, got.standardError, got.ppl, got.bitsPerByte]).toEqual([stats.loss, stats.standardError, Math.exp(stats.loss), Perplexity.bitsPerByte(total, 512)]);
+    expect([got.tokens, got.bytes, got.nll]).toEqual([300, 512, total]);
+    // 300 targets in windows of 16, 4 windows a block; the tail of 44 is over half a block and stands alone.
+    expect(blocks.tokens).toEqual([64, 64, 64, 64, 44]);
+    // Its per-window sum is streamNll's.
+    const plain = Perplexity.streamNll(params, cfg, s.tokens, { batchSize: 3 });
+    expect(got.tokens).toBe(plain.tokens);
+    expectClose(got.loss, plain.nll / plain.tokens, { rtol: 1e-12, label: "loss" });
+    // The default block is the study's default, 4096 targets: one block here, so no standard error.
+    const oneBlock = Perplexity.scoreStream(params, cfg, s, { batchSize: 3 });
+    expect(Perplexity.DEFAULT_BLOCK_TOKENS).toBe(4096);
+    expect(oneBlock.blocks.tokens).toEqual([300]);
+    expect(oneBlock.standardError).toBeNaN();
+    Model.dispose(params);
+  });
+
+  it("several streams: every target of each scored once, windows blocked as one sequence; window and stride as given", () => {
+    const params = Model.init(cfg, 9);
+    const streams = [stream("a", 40, 1, 30), stream("b", 25, 2, 20)];
+    const o = { window: 8, stride: 3, batchSize: 4, blockTokens: 16 };
+    const got = Perplexity.scoreStreams(params, cfg, streams, o);
+    const parts = streams.map((s) => Perplexity.windowNll(params, cfg, s.tokens, o));
+    const joined = { nll: Float64Array.from([...parts[0].nll, ...parts[1].nll]), scored: Float64Array.from([...parts[0].scored, ...parts[1].scored]) };
+    const want = Perplexity.meanWithError(Perplexity.blocks(joined, 16));
+    expect([got.tokens, got.bytes]).toEqual([39 + 24, 50]);
+    expect([got.loss, got.standardError]).toEqual([want.loss, want.standardError]);
+    const sums = streams.map((s) => Perplexity.streamNll(params, cfg, s.tokens, o));
+    expectClose(got.nll, sums[0].nll + sums[1].nll, { rtol: 1e-12 });
+    Model.dispose(params);
+  });
+});
+
+describe("Perplexity.scoreData", () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-perplexity-"));
+  afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+  beforeAll(() => useBackend("cpu"));
+  const tokenizer = Bytes.make();
+  const run = <A, E>(e: Effect.Effect<A, E, NodeContext.NodeContext>) => runTest(Effect.provide(e, NodeContext.layer));
+  const fail = <A, E>(e: Effect.Effect<A, E, NodeContext.NodeContext>) => runTestFailure(Effect.provide(e, NodeContext.layer));
+
+  it("scores text files as one stream each (EOS-prefixed, UTF-8 bytes), with the patch loss apart", async () => {
+    const params = Model.init(cfg, 4);
+    const texts = ["Ünïcode text, scored with windows.\n", "A second file, a little longer than the first one is.\n"];
+    texts.forEach((t, i) => fs.writeFileSync(path.join(root, `f${i}.txt`), t));
+    const got = await run(Perplexity.scoreData({ params, cfg, tokenizer }, root, { stride: 5, batchSize: 4, patchSize: 2 }));
+    const streams = texts.map((t, i) => Documents.textStream(`f${i}`, t, tokenizer));
+    const want = Perplexity.scoreStreams(params, cfg, streams, { window: cfg.contextLength, stride: 5, batchSize: 4 });
+    expect([got.window, got.stride, got.streams, got.data]).toEqual([cfg.contextLength, 5, 2, root]);
+    expect([got.tokens, got.bytes]).toEqual([want.tokens, Buffer.byteLength(texts.join(""))]);
+    expect([got.loss, got.standardError, got.bitsPerByte]).toEqual([want.loss, want.standardError, want.bitsPerByte]);
+    expect(got.patch).toMatchObject({ K: 2, comparable: false });
+    expect(got.patch!.loss).toBeGreaterThan(Math.log(2));
+    // --max-tokens: files are taken whole until about that many targets.
+    expect((await run(Perplexity.scoreData({ params, cfg, tokenizer }, root, { maxTokens: 10 }))).streams).toBe(1);
+    Model.dispose(params);
+  });
+
+  it("a bad window, stride, --max-tokens or --patch-size fails naming the flag, before reading any text", async () => {
+    const params = Model.init(cfg, 4);
+    const missing = path.join(root, "no-such-data");
+    const cases: ReadonlyArray<[Perplexity.DataOptions, string, RegExp]> = [
+      [{ window: cfg.contextLength + 1 }, "--window/--stride", /stride \(17\) ≤ window \(17\) ≤ the model's context length \(16\)/],
+      [{ window: 8, stride: 9 }, "--window/--stride", /need 1 ≤ stride \(9\) ≤ window \(8\)/],
+      [{ stride: 0 }, "--window/--stride", /stride \(0\)/],
+      [{ window: 2.5 }, "--window/--stride", /window \(2\.5\)/],
+      [{ maxTokens: 0 }, "--max-tokens", /need a positive integer, got 0/],
+      [{ patchSize: -2 }, "--patch-size", /need a positive integer, got -2/],
+    ];
+    for (const [options, flag, detail] of cases) {
+      const e = await fail(Perplexity.scoreData({ params, cfg, tokenizer }, missing, options));
+      expect(e).toMatchObject({ _tag: "EvalInputError", path: flag, reason: "Malformed" });
+      expect((e as Error).message).toMatch(detail);
+    }
+    expect(await fail(Perplexity.scoreData({ params, cfg, tokenizer }, missing))).toMatchObject({ _tag: "EvalInputError", path: missing, reason: "NotFound" });
+    Model.dispose(params);
   });
 });

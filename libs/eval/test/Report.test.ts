@@ -72,6 +72,15 @@ describe("Report", () => {
     expect(fs.readFileSync(path.join(out, "report.md"), "utf8")).toContain("relative to the token-only baseline `token`");
   });
 
+  it("without evaluating, a run's last logged validation loss stands in", async () => {
+    const runs = [await runTest(Report.loadRun(base)), await runTest(Report.loadRun(patched))];
+    expect(runs.map(Report.loggedEval)).toEqual([
+      { loss: 4, ppl: Math.exp(4) },
+      { loss: 3.9, ppl: Math.exp(3.9) },
+    ]);
+    expect(Report.loggedEval({ ...runs[0], records: [] })).toEqual({});
+  });
+
   it("a directory without metrics is a clear error", async () => {
     const empty = path.join(root, "empty");
     fs.mkdirSync(empty);
