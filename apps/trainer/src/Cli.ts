@@ -4,17 +4,10 @@
  */
 import { Args, Command, Options } from "@effect/cli";
 import { defaultTo } from "@patchlm/cli";
-import { Backend } from "@patchlm/core";
-import { Presets } from "@patchlm/model";
-import { Registry } from "@patchlm/patching";
+import { backend, trainOptions } from "./Flags";
 import * as Handlers from "./Handlers";
 import { withResumeHint } from "./ResumeHint";
 import * as Study from "./Study";
-
-const backend = Options.choice("backend", Backend.Choice.literals).pipe(
-  Options.withDescription("compute backend (default: PATCHLM_BACKEND, then the best available)"),
-  Options.optional,
-);
 
 // --- prepare ---------------------------------------------------------------------------------
 
@@ -39,30 +32,6 @@ const prepare = Command.make(
 ).pipe(Command.withDescription("Tokenize a corpus once into binary shards (cached: re-running with the same inputs does nothing)."));
 
 // --- train -----------------------------------------------------------------------------------
-
-const trainOptions = {
-  config: Options.file("config").pipe(Options.withDescription("JSON or YAML run config; flags override it"), Options.optional),
-  name: Options.text("name").pipe(Options.withDescription("run name (directory under --runs-dir)"), Options.optional),
-  runsDir: Options.text("runs-dir").pipe(Options.optional),
-  data: Options.text("data").pipe(Options.withDescription("prepared data directory"), Options.optional),
-  preset: Options.text("preset").pipe(Options.withDescription(`model preset: ${Presets.names.join(", ")}`), Options.optional),
-  patchSize: Options.integer("patch-size").pipe(Options.withDescription("K; 1 trains a token-only baseline"), Options.optional),
-  patchFraction: Options.float("patch-fraction").pipe(Options.withDescription("λ, the share of data read at patch level"), Options.optional),
-  strategy: Options.text("strategy").pipe(Options.withDescription(`patch strategy: ${Registry.names(Registry.builtins).join(", ")}`), Options.optional),
-  switchPolicy: Options.choice("switch-policy", ["reset", "continue"]).pipe(Options.optional),
-  tokens: Options.integer("tokens").pipe(Options.withDescription("total token budget D"), Options.optional),
-  batchTokens: Options.integer("batch-tokens").pipe(Options.withDescription("tokens per optimizer step"), Options.optional),
-  seqLen: Options.integer("seq-len").pipe(Options.withDescription("positions T per sequence"), Options.optional),
-  microBatch: Options.integer("micro-batch").pipe(Options.withDescription("sequences per micro-batch"), Options.optional),
-  lr: Options.float("lr").pipe(Options.optional),
-  warmup: Options.integer("warmup").pipe(Options.withDescription("warmup steps (per phase under the reset policy)"), Options.optional),
-  seed: Options.integer("seed").pipe(Options.optional),
-  backend,
-  maxSteps: Options.integer("max-steps").pipe(Options.withDescription("stop (resumably) after this many steps"), Options.optional),
-  // Plain text, parsed by ConfigFile.parseOverrides: its error names the pair ("--set k: expected
-  // key.path=value"), where @effect/cli's key/value parser says only that text has no default.
-  set: Options.text("set").pipe(Options.withDescription("override any config key: --set optim.minLr=3e-5; repeatable"), Options.repeated, defaultTo([] as ReadonlyArray<string>)),
-};
 
 const train = Command.make("train", trainOptions, (o) => withResumeHint(Handlers.train(o))).pipe(
   Command.withDescription("Train: the patch phase on the first λ of the data, then the token phase on the rest."),
@@ -138,4 +107,3 @@ export const command = Command.make("trainer").pipe(
   Command.withSubcommands([prepare, train, resume, bench, inspect, demo, study]),
 );
 
-export type TrainFlags = Command.Command.ParseConfig<typeof trainOptions>;

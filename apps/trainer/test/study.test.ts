@@ -150,7 +150,7 @@ describe("trainer study", () => {
     expect(json.rows[1].stepRatio).toBeCloseTo(times.runs.k4 / times.runs.baseline, 9);
   });
 
-  it("after kill -9, a second invocation keeps finished runs, resumes the interrupted one, and matches the uninterrupted study", async () => {
+  it("after kill -9 (and a lost latest pointer), a second invocation keeps finished runs, resumes the interrupted one, and matches the uninterrupted study", async () => {
     const file = studyFile("killed", { broken: false });
     const run = start(["study", file]);
     // Kill once the baseline's results are saved and the K=4 run has a checkpoint.
@@ -159,10 +159,13 @@ describe("trainer study", () => {
     run.child.kill("SIGKILL");
     await run.exit;
     expect(fs.existsSync(path.join(root, "killed", "results", "k4"))).toBe(false);
+    // A run whose `latest` is lost still resumes (from its newest step directory that verifies).
+    fs.rmSync(k4Latest);
     const again = trainer(["study", file]);
     expect(again.status).toBe(0);
     expect(again.stderr + again.stdout).toMatch(/2 runs, 1 with saved results, 1 to train or finish/);
     expect(again.stderr + again.stdout).toMatch(/study: k4: resuming at step \d+\/16/);
+    expect(again.stderr + again.stdout).toMatch(/latest was missing; resuming from step-\d+/);
     // Bit-identical to the uninterrupted study's run: same validation loss and per-block NLLs.
     for (const r of ["baseline", "k4"]) expect(result("killed", r).validation).toEqual(result("ref", r).validation);
   });

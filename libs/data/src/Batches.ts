@@ -33,8 +33,8 @@ export type Order = typeof Order.Type;
 
 /**
  * Where a batch stream stands: the next window is number `position` of epoch `epoch`'s order,
- * and `step` batches came before. `windows` and `windowLength` name the layout the cursor belongs
- * to; resuming with another layout is refused.
+ * and `step` batches came before. `windows` and `windowLength` name the window grid the cursor belongs
+ * to; resuming on another grid is refused.
  */
 export const Cursor = Schema.Struct({
   step: NonNegativeInt,
@@ -89,7 +89,7 @@ export interface Batch {
 }
 
 /** The window grid of a stream. */
-export interface Layout {
+export interface WindowGrid {
   readonly startToken: number;
   readonly endToken: number;
   readonly windowLength: number;
@@ -107,13 +107,13 @@ export const tokenRange = (tokens: number, from: number, to: number): TokenRange
 });
 
 /** The window grid over a split of `tokens` tokens, or why there is none. */
-export const layout = (
+export const windowGrid = (
   dir: string,
   split: SplitName,
   tokens: number,
   windowLength: number,
   range: TokenRange | undefined,
-): Effect.Effect<Layout, BatchError> => {
+): Effect.Effect<WindowGrid, BatchError> => {
   const fail = (reason: BatchError["reason"], detail: string) => Effect.fail(new BatchError({ path: dir, reason, detail }));
   if (tokens === 0) return fail("EmptySplit", `split "${split}" has no tokens (was it prepared with validationFraction 0 or from one document?)`);
   const { startToken, endToken } = range ?? { startToken: 0, endToken: tokens };
@@ -132,7 +132,7 @@ export const layout = (
 };
 
 /** The cursor after `steps` batches of `batchSize` rows from the start of an endless walk. */
-export const cursorAfter = (l: Layout, batchSize: number, steps: number): Cursor => {
+export const cursorAfter = (l: WindowGrid, batchSize: number, steps: number): Cursor => {
   const consumed = steps * batchSize;
   return {
     step: steps,
@@ -144,16 +144,16 @@ export const cursorAfter = (l: Layout, batchSize: number, steps: number): Cursor
 };
 
 /** Where a walk starts. */
-export const initialCursor = (l: Layout): Cursor => cursorAfter(l, 1, 0);
+export const initialCursor = (l: WindowGrid): Cursor => cursorAfter(l, 1, 0);
 
 /** Window order of one epoch: index in the walk -> window number. */
-export const epochOrder = (l: Layout, order: Order, seed: number, epoch: number): ((position: number) => number) => {
+export const epochOrder = (l: WindowGrid, order: Order, seed: number, epoch: number): ((position: number) => number) => {
   if (order === "sequential") return (p) => p;
   const perm = Permutation.make(l.windows, Permutation.keysFor(`patchlm-batches\0${seed}\0${epoch}`));
   return perm.at;
 };
 
-const checkCursor = (dir: string, l: Layout, c: Cursor): Effect.Effect<Cursor, BatchError> =>
+const checkCursor = (dir: string, l: WindowGrid, c: Cursor): Effect.Effect<Cursor, BatchError> =>
   c.windows === l.windows && c.windowLength === l.windowLength && c.position < l.windows
     ? Effect.succeed(c)
     : Effect.fail(
@@ -161,7 +161,7 @@ const checkCursor = (dir: string, l: Layout, c: Cursor): Effect.Effect<Cursor, B
           path: dir,
           reason: "BadCursor",
           detail:
-            `cursor (epoch ${c.epoch}, position ${c.position}) belongs to a layout of ${c.windows} windows of ${c.windowLength} tokens; ` +
+            `cursor (epoch ${c.epoch}, position ${c.position}) belongs to a grid of ${c.windows} windows of ${c.windowLength} tokens; ` +
             `this stream has ${l.windows} windows of ${l.windowLength} tokens (same directory, split, range and window length?)`,
         }),
       );
@@ -170,7 +170,7 @@ const checkCursor = (dir: string, l: Layout, c: Cursor): Effect.Effect<Cursor, B
 export const describe = Effect.fn("Batches.describe")(function* (input: BatchOptionsInput) {
   const o: BatchOptions = yield* Config.decodeConfig(BatchOptions)("batch options", input);
   const manifest = yield* Shards.readManifest(o.dir);
-  return yield* layout(o.dir, o.split, manifest.splits[o.split].tokens, o.windowLength, o.range);
+  return yield* windowGrid(o.dir, o.split, manifest.splits[o.split].tokens, o.windowLength, o.range);
 });
 
 /**
@@ -185,7 +185,7 @@ export const stream = (
       const o: BatchOptions = yield* Config.decodeConfig(BatchOptions)("batch options", input);
       const tokenizer = yield* Tokenizer.Tokenizer;
       const data = yield* Shards.open(o.dir, o.split, tokenizer, { maxOpenFiles: o.maxOpenFiles });
-      const l = yield* layout(data.dir, o.split, data.tokens, o.windowLength, o.range);
+      const l = yield* windowGrid(data.dir, o.split, data.tokens, o.windowLength, o.range);
       const first = o.cursor === undefined ? initialCursor(l) : yield* checkCursor(data.dir, l, o.cursor);
       const L = l.windowLength;
 

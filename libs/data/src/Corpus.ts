@@ -57,6 +57,21 @@ export const text = (p: string, options: { encoding?: Encoding; extensions?: Rea
 export const jsonl = (p: string, field = "text"): Source => ({ _tag: "Jsonl", path: p, field });
 export const embedded: Source = { _tag: "Embedded" };
 
+/**
+ * The source a path names: `"embedded"`, a `.jsonl` file, a folder holding `.jsonl` files and no
+ * `.txt` (JSONL), else text files. A path that does not exist is taken as text, so reading it
+ * fails naming it.
+ */
+export const detect = (corpus: string, options: { readonly jsonlField?: string; readonly encoding?: Encoding } = {}): Source => {
+  if (corpus === "embedded") return embedded;
+  const isJsonlFolder = (): boolean => {
+    const names = fs.readdirSync(corpus);
+    return names.some((f) => f.endsWith(".jsonl")) && !names.some((f) => f.endsWith(".txt"));
+  };
+  const isJsonl = corpus.endsWith(".jsonl") || (fs.existsSync(corpus) && fs.statSync(corpus).isDirectory() && isJsonlFolder());
+  return isJsonl ? jsonl(corpus, options.jsonlField ?? "text") : text(corpus, { encoding: options.encoding ?? "utf8" });
+};
+
 /** One document. `id` is stable (see the module comment); `text` is UTF-16 JS text, LF line ends. */
 export interface Document {
   readonly id: string;

@@ -28,19 +28,20 @@
  * One `prepare` per output directory at a time: step 4 deletes leftover temp files.
  */
 import { AtomicFile, Config, Numbers } from "@patchlm/core";
-import { Tokenizer } from "@patchlm/tokenization";
+import { Tokenizer, TokenizerFiles } from "@patchlm/tokenization";
 import { Chunk, Effect, Option, Schema, Sink, Stream } from "effect";
 import { createHash } from "node:crypto";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import * as Corpus from "./Corpus";
-import { WriteError } from "./Errors";
+import { CorpusError, WriteError } from "./Errors";
 import { describeFsError, removeQuietly } from "./internal/files";
 import * as Permutation from "./internal/permutation";
 import * as ShardWriter from "./internal/ShardWriter";
 import * as Staging from "./internal/Staging";
 import * as Shards from "./Shards";
 import * as Split from "./Split";
+import * as Tokenizers from "./Tokenizers";
 
 const { NonNegativeInt, PositiveInt, UnitInterval } = Numbers;
 
@@ -296,3 +297,61 @@ export const prepare = Effect.fn("Prepare.prepare")(function* (input: PrepareOpt
 
 /** Everything `prepare` can fail with: ConfigError | CorpusError | WriteError. */
 export type PrepareError = Effect.Effect.Error<ReturnType<typeof prepare>>;
+
+/**
+ * Refuse, before anything is written, a split that would hold out no document: training evaluates
+ * on the validation split and would otherwise fail only at its first evaluation. `Split` holds out
+ * at least one document of every stratum with `validationCount(n) > 0`, so the scan stops at the
+ * first stratum that gets one (within the first few documents of a real corpus); only a corpus
+ * that has none is read to its end.
+ */
+export const ensureValidationSplit = Effect.fn("Prepare.ensureValidationSplit")(function* (source: Corpus.Source, fraction: number) {
+  const perStratum = new Map<string, number>();
+  let documents = 0;
+  const holdsOut = yield* Corpus.documents(source, { recordWords: Corpus.defaultRecordWords }).pipe(
+    Stream.map((d) => {
+      documents++;
+      const stratum = Split.stratumOf(d.id);
+      const n = (perStratum.get(stratum) ?? 0) + 1;
+      perStratum.set(stratum, n);
+      return Split.validationCount(n, fraction) > 0;
+    }),
+    Stream.takeUntil((found) => found),
+    Stream.runLast,
+  );
+  if (Option.getOrElse(holdsOut, () => false)) return;
+  return yield* new CorpusError({
+    path: Corpus.rootOf(source),
+    reason: "Empty",
+    detail:
+      `${documents} document${documents === 1 ? "" : "s"} in ${perStratum.size} folder${perStratum.size === 1 ? "" : "s"}, none with two: ` +
+      `the validation split would be empty (each folder holds out a share of its own documents); add documents`,
+  });
+});
+
+export interface RunOptions {
+  readonly source: Corpus.Source;
+  readonly outDir: string;
+  readonly tokenizer: Tokenizers.Choice;
+  readonly seed: number;
+  readonly validationFraction: number;
+}
+
+/**
+ * A prepared data directory from a corpus and a tokenizer choice: the split checked, the tokenizer
+ * made (a BPE trained on the train split, or reused), the shards written, then the tokenizer
+ * installed beside them. The tokenizer is made apart and becomes the output's only once the
+ * shards it made are written: a run that fails leaves an existing data directory as it was.
+ */
+export const run = Effect.fn("Prepare.run")(function* (o: RunOptions) {
+  const split = { seed: o.seed, validationFraction: o.validationFraction };
+  yield* ensureValidationSplit(o.source, o.validationFraction);
+  return yield* Effect.scoped(
+    Effect.gen(function* () {
+      const staged = yield* Tokenizers.stage(o.outDir, o.tokenizer, o.source, split);
+      const summary = yield* prepare({ source: o.source, outDir: o.outDir, ...split }).pipe(Effect.provide(TokenizerFiles.layer(staged.dir)));
+      yield* Tokenizers.install(staged, o.outDir);
+      return summary;
+    }),
+  );
+});

@@ -13,6 +13,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Effect, Either } from "effect";
+import { AtomicFile } from "@patchlm/core";
 import { Chart, MetricRecord } from "@patchlm/metrics";
 import * as Checkpoints from "./Checkpoints";
 import * as Choice from "./Choice";
@@ -281,12 +282,7 @@ export const write = Effect.fn("Report.write")(function* (outDir: string, runs: 
     [PLOT_FLOPS, Chart.svgToPng(Chart.renderLineChart(byFlops))],
     [REPORT_FILE, markdown(runs, evals, notes)],
   ];
-  yield* Effect.try({
-    try: () => {
-      fs.mkdirSync(outDir, { recursive: true });
-      for (const [name, data] of files) fs.writeFileSync(path.join(outDir, name), data);
-    },
-    catch: (e) => new EvalInputError({ path: outDir, reason: "Unwritable", detail: (e as Error).message }),
-  });
+  // Each file whole or not at all: a report is read by people and scripts while runs go on.
+  for (const [name, data] of files) yield* AtomicFile.write(path.join(outDir, name), data);
   return files.map(([name]) => path.join(outDir, name));
 });

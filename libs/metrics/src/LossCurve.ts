@@ -1,7 +1,6 @@
-import { FileSystem } from "@effect/platform";
 import { Effect } from "effect";
+import { AtomicFile } from "@patchlm/core";
 import { type ChartSpec, type Marker, type RasterOptions, renderPanels, type Series, svgToPng } from "./Chart";
-import { fileError } from "./internal/Io";
 import { Keys, type MetricRecord } from "./MetricRecord";
 
 /**
@@ -61,12 +60,11 @@ export const svg = (records: ReadonlyArray<MetricRecord>, options: LossCurveOpti
 export const png = (records: ReadonlyArray<MetricRecord>, options: LossCurveOptions & RasterOptions = {}): Uint8Array =>
   svgToPng(svg(records, options), options);
 
-/** Write the figure to `path` (conventionally `<runDir>/loss.png`). */
+/** Write the figure to `path` (conventionally `<runDir>/loss.png`), whole or not at all. */
 export const write = Effect.fn("LossCurve.write")(function* (
   path: string,
   records: ReadonlyArray<MetricRecord>,
   options: LossCurveOptions & RasterOptions = {},
 ) {
-  const fs = yield* FileSystem.FileSystem;
-  yield* Effect.mapError(fs.writeFile(path, png(records, options)), fileError(path, "write"));
+  yield* AtomicFile.write(path, png(records, options));
 });

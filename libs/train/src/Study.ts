@@ -18,14 +18,12 @@
  * the report (mean and spread over seeds).
  */
 import { Either, Schema } from "effect";
-import { Config, ConfigError } from "@patchlm/core";
+import { Config, ConfigError, Numbers } from "@patchlm/core";
 import * as ConfigFile from "./ConfigFile";
 import * as RunConfig from "./RunConfig";
 
 const RunName = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/, { message: () => "letters, digits, '.', '_' or '-' only, not starting with '.'" }));
-const PositiveInt = Schema.Int.pipe(Schema.positive());
-const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative());
-const Fraction = Schema.Number.pipe(Schema.between(0, 1));
+const { PositiveInt, NonNegativeInt, UnitInterval: Fraction, NonNegativeNumber, PositiveNumber } = Numbers;
 const Overlay = Schema.Record({ key: Schema.String, value: Schema.Unknown });
 
 /** How to prepare the study's data (the trainer's `prepare` flags). */
@@ -61,11 +59,11 @@ export type RunEntry = typeof RunEntry.Type;
 export const Criterion = Schema.Struct({
   run: RunName,
   /** Mean validation loss at most (1 + lossWithin) × the baseline's. */
-  lossWithin: Schema.Number.pipe(Schema.nonNegative()),
+  lossWithin: NonNegativeNumber,
   /** Training FLOPs at most this × the baseline's. */
-  flopsAtMost: Schema.Number.pipe(Schema.positive()),
+  flopsAtMost: PositiveNumber,
   /** Measured time (wall on a quiet machine, else CPU) at most this × the baseline's. */
-  timeAtMost: Schema.Number.pipe(Schema.positive()),
+  timeAtMost: PositiveNumber,
 });
 export type Criterion = typeof Criterion.Type;
 

@@ -301,7 +301,7 @@ const trainBatches = (r: Run, phase: PhasePlan.PhaseSpec, at: Position) =>
     Effect.gen(function* () {
       const micro = Setup.microBatch(r.c, phase);
       const range = r.ranges[phase.phase];
-      const layout = yield* Batches.layout(r.c.data, "train", r.trainTokens, phase.windowLength, range);
+      const grid = yield* Batches.windowGrid(r.c.data, "train", r.trainTokens, phase.windowLength, range);
       const stepsDone = at.step - phase.startStep;
       return Batches.stream({
         dir: r.c.data,
@@ -310,7 +310,7 @@ const trainBatches = (r: Run, phase: PhasePlan.PhaseSpec, at: Position) =>
         batchSize: micro,
         seed: r.c.seed,
         range,
-        cursor: Batches.cursorAfter(layout, micro, stepsDone * r.accumulation[phase.phase]),
+        cursor: Batches.cursorAfter(grid, micro, stepsDone * r.accumulation[phase.phase]),
       });
     }),
   );

@@ -6,3 +6,5 @@ export * as State from "./State";
 export * as Trainer from "./Trainer";
 export * as Bench from "./Bench";
 export * as Study from "./Study";
+export * as Run from "./Run";
+export * as StudyRunner from "./StudyRunner";

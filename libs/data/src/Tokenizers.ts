@@ -1,15 +1,17 @@
 /**
- * The `--tokenizer` choice of `trainer prepare`, and training a BPE on a corpus's train split
- * once (cached in the output directory beside the shards). The tokenizer is made in a staging
- * directory and installed in the output only once the shards are written.
+ * Which tokenizer a prepared data directory is made with (`bpe:<size>`, `bytes`, `gpt2`, `cl100k`,
+ * `file:<path>`), and training a BPE on a corpus's *train* split once (cached in the output
+ * directory beside the shards). The tokenizer is made in a staging directory and installed in the
+ * output only once the shards are written (see `Prepare.run`).
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Effect, Either, Stream } from "effect";
 import { AtomicFile, ConfigError, FileError } from "@patchlm/core";
-import { Corpus, Split } from "@patchlm/data";
 import { Bpe, TokenizerFiles } from "@patchlm/tokenization";
+import * as Corpus from "./Corpus";
+import * as Split from "./Split";
 
 export type Choice =
   | { readonly kind: "bpe"; readonly vocabSize: number }
@@ -17,9 +19,12 @@ export type Choice =
   | { readonly kind: "tiktoken"; readonly encoding: "gpt2" | "cl100k_base" }
   | { readonly kind: "file"; readonly path: string };
 
-/** Parse `--tokenizer`: bpe:<size>, bytes, gpt2, cl100k, file:<path>. */
-export const parse = (text: string): Either.Either<Choice, ConfigError> => {
-  const bad = (why: string) => Either.left(new ConfigError({ source: "flags", issues: [`--tokenizer ${text}: ${why}`] }));
+/**
+ * Parse a tokenizer choice: bpe:<size>, bytes, gpt2, cl100k, file:<path>. An error names `key`
+ * (the flag or config key it came from) and the text.
+ */
+export const parse = (text: string, key = "tokenizer", source = "flags"): Either.Either<Choice, ConfigError> => {
+  const bad = (why: string) => Either.left(new ConfigError({ source, issues: [`${key} ${text}: ${why}`] }));
   if (text === "bytes") return Either.right({ kind: "bytes" });
   if (text === "gpt2") return Either.right({ kind: "tiktoken", encoding: "gpt2" });
   if (text === "cl100k") return Either.right({ kind: "tiktoken", encoding: "cl100k_base" });
