@@ -22,7 +22,14 @@ export const trainOptions = {
   preset: Options.text("preset").pipe(Options.withDescription(`model preset: ${Presets.names.join(", ")}`), Options.optional),
   patchSize: Options.integer("patch-size").pipe(Options.withDescription("K; 1 trains a token-only baseline"), Options.optional),
   patchFraction: Options.float("patch-fraction").pipe(Options.withDescription("λ, the share of data read at patch level"), Options.optional),
-  strategy: Options.text("strategy").pipe(Options.withDescription(`patch strategy: ${Registry.names(Registry.builtins).join(", ")}`), Options.optional),
+  strategy: Options.text("strategy").pipe(
+    Options.withDescription(`patch strategy: ${Registry.names(Registry.builtins).join(", ")}, or one of --strategy-module's`),
+    Options.optional,
+  ),
+  strategyModule: Options.text("strategy-module").pipe(
+    Options.withDescription("a .js/.ts module exporting patch strategies of your own (recorded with the run by path and sha256)"),
+    Options.optional,
+  ),
   switchPolicy: Options.choice("switch-policy", ["reset", "continue"]).pipe(Options.optional),
   tokens: Options.integer("tokens").pipe(Options.withDescription("total token budget D"), Options.optional),
   batchTokens: Options.integer("batch-tokens").pipe(Options.withDescription("tokens per optimizer step"), Options.optional),

@@ -57,7 +57,7 @@ export const flagOverrides = (f: TrainFlags): Record<string, unknown> => {
   const top = defined({ name: get(f.name), runsDir: get(f.runsDir), data: get(f.data), seed: get(f.seed), backend: get(f.backend) });
   Object.assign(out, top ?? {});
   const model = defined({ preset: get(f.preset) });
-  const patch = defined({ patchSize: get(f.patchSize), patchFraction: get(f.patchFraction), strategy: get(f.strategy), switchPolicy: get(f.switchPolicy) });
+  const patch = defined({ patchSize: get(f.patchSize), patchFraction: get(f.patchFraction), strategy: get(f.strategy), strategyModule: get(f.strategyModule), switchPolicy: get(f.switchPolicy) });
   const batch = defined({ tokens: get(f.tokens), batchTokens: get(f.batchTokens), seqLen: get(f.seqLen), microBatch: get(f.microBatch) });
   const optim = defined({ lr: get(f.lr), warmupSteps: get(f.warmup) });
   if (model) out.model = model;

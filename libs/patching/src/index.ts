@@ -2,3 +2,4 @@ export * as Patches from "./Patches";
 export * as PatchStrategy from "./PatchStrategy";
 export * as Registry from "./Registry";
 export * as Objective from "./Objective";
+export * as StrategyModule from "./StrategyModule";

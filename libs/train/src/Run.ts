@@ -9,10 +9,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Effect, Exit, Layer } from "effect";
 import { Checkpoint, RunLock } from "@patchlm/checkpoint";
-import { AtomicFile, ConfigError } from "@patchlm/core";
+import { AtomicFile, Config, ConfigError } from "@patchlm/core";
 import { Documents } from "@patchlm/eval";
 import { LossCurve, MetricRecord, MetricsSink, Progress } from "@patchlm/metrics";
-import { Registry } from "@patchlm/patching";
+import { Registry, StrategyModule } from "@patchlm/patching";
 import { TokenizerFiles } from "@patchlm/tokenization";
 import * as ConfigFile from "./ConfigFile";
 import type { RunConfig } from "./RunConfig";
@@ -103,6 +103,31 @@ const recoverLatest = Effect.fn("Run.recoverLatest")(function* (runDir: string) 
   yield* Effect.logWarning(`${runDir}: ${Checkpoint.LATEST_FILE} was missing; resuming from ${recovered.name}, the newest step directory that verifies${passed}`);
 });
 
+/** The file beside a run's config that records its strategy module (path, sha256, strategies). */
+export const STRATEGY_MODULE_FILE = "strategy-module.json";
+
+/** The strategy module a run recorded, if any. */
+export const readStrategyModule = Effect.fn("Run.readStrategyModule")(function* (runDir: string) {
+  const file = path.join(runDir, STRATEGY_MODULE_FILE);
+  if (!fs.existsSync(file)) return undefined;
+  const json = yield* Effect.try({
+    try: () => JSON.parse(fs.readFileSync(file, "utf8")) as unknown,
+    catch: (e) => new ConfigError({ source: file, issues: [`not JSON: ${(e as Error).message}`] }),
+  });
+  return yield* Config.decodeConfig(StrategyModule.Record)(file, json);
+});
+
+/**
+ * The strategies a run trains or is read with: the built-ins, plus its strategy module's. A run
+ * that recorded one loads that file and refuses it changed; a new run records it.
+ */
+export const strategies = Effect.fn("Run.strategies")(function* (config: RunConfig, recorded: StrategyModule.Record | undefined) {
+  const modulePath = config.patch.strategyModule;
+  if (modulePath === undefined && recorded === undefined) return { layer: Registry.layer, module: undefined };
+  const loaded = yield* StrategyModule.load(recorded?.path ?? modulePath!, recorded);
+  return { layer: StrategyModule.registryLayer([loaded]), module: loaded };
+});
+
 export interface TrainOptions {
   /** Continue from the run directory's latest checkpoint (else start a new run). */
   readonly resume: boolean;
@@ -120,8 +145,12 @@ export interface TrainOptions {
  * and summarize. The run directory is this process's from start to end (`RunLock`): a second
  * train or resume of it fails naming this one.
  */
-export const train = Effect.fn("Run.train")(function* (config: RunConfig, opts: TrainOptions) {
+export const train = Effect.fn("Run.train")(function* (given: RunConfig, opts: TrainOptions) {
+  // A strategy module is recorded by its absolute path: a resume from elsewhere finds it.
+  const config: RunConfig =
+    given.patch.strategyModule === undefined ? given : { ...given, patch: { ...given.patch, strategyModule: path.resolve(given.patch.strategyModule) } };
   const runDir = path.resolve(opts.runDir ?? path.join(config.runsDir, config.name));
+  const { layer: registry, module } = yield* strategies(config, opts.resume ? yield* readStrategyModule(runDir) : undefined);
   const plan = yield* Setup.phasePlan(config);
   const options: Trainer.Options = {
     config,
@@ -132,7 +161,7 @@ export const train = Effect.fn("Run.train")(function* (config: RunConfig, opts: 
     maxSteps: opts.maxSteps,
   };
   // A new run is checked whole (data, tokenizer, model, plan, batches) before its directory exists.
-  if (!opts.resume) yield* Trainer.setup(options).pipe(Effect.provide(Layer.merge(TokenizerFiles.layer(config.data), Registry.layer)));
+  if (!opts.resume) yield* Trainer.setup(options).pipe(Effect.provide(Layer.merge(TokenizerFiles.layer(config.data), registry)));
   const created = !opts.resume && (yield* makeRunDirectory(runDir));
   yield* RunLock.acquire(runDir);
   // Added after the lock, so it runs before the lock is released.
@@ -143,6 +172,9 @@ export const train = Effect.fn("Run.train")(function* (config: RunConfig, opts: 
   } else {
     yield* ensureNoCheckpoints(runDir, config.name);
     yield* TokenizerFiles.copy(config.data, runDir);
+    if (module !== undefined) {
+      yield* AtomicFile.write(path.join(runDir, STRATEGY_MODULE_FILE), JSON.stringify(StrategyModule.toRecord(module), null, 2) + "\n");
+    }
   }
   // Only the step, for the progress bar: the listing reads no tensors (the trainer loads them).
   const startStep = opts.resume ? ((yield* Checkpoint.list(runDir)).find((c) => c.isLatest)?.step ?? 0) : 0;
@@ -150,7 +182,7 @@ export const train = Effect.fn("Run.train")(function* (config: RunConfig, opts: 
     TokenizerFiles.layer(config.data),
     MetricsSink.layer({ runDir, logLines: { totalSteps: plan.totalSteps, peakFlopsPerSecond: opts.backend.peakFlops } }),
     Progress.layer({ totalSteps: plan.totalSteps, startStep }),
-    Registry.layer,
+    registry,
   );
   const summary = yield* Trainer.run(options).pipe(Effect.provide(services));
   yield* finish(runDir, config, summary);
@@ -202,6 +234,7 @@ export const inspect = Effect.fn("Run.inspect")(function* (runDir: string) {
       lastEval: lastEval && { step: lastEval.step, valLoss: lastEval.values[MetricRecord.Keys.valLoss], valPpl: lastEval.values[MetricRecord.Keys.valPerplexity] },
       elapsedSeconds: records.at(-1)?.elapsedSeconds,
     },
+    strategyModule: yield* Effect.map(readStrategyModule(runDir), (m) => (m === undefined ? null : { ...m, now: StrategyModule.status(m) })),
     checkpoints: checkpoints.map((c) => ({ name: c.name, step: c.step, latest: c.isLatest })),
   };
 });

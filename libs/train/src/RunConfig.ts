@@ -26,6 +26,12 @@ export const PatchSection = Schema.Struct({
   patchSize: opt(PositiveInt, 4),
   patchFraction: opt(UnitInterval, 2 / 3),
   strategy: opt(Schema.String, "mean"),
+  /**
+   * A module exporting patch strategies of your own (see @patchlm/patching `StrategyModule`),
+   * relative to the working directory; `strategy` may then name one of them. A run records the
+   * file's sha256 and refuses to resume or be evaluated with a changed one.
+   */
+  strategyModule: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
   switchPolicy: opt(Config.SwitchPolicy, "reset"),
 });
 
