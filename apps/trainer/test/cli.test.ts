@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
+import { prepareSmallData } from "./smallData";
 
 jest.setTimeout(240_000);
 
@@ -69,12 +70,7 @@ const trainArgs = (name: string) => [
 
 beforeAll(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-cli-"));
-  const corpus = path.join(root, "corpus");
-  fs.mkdirSync(corpus);
-  for (let d = 0; d < 6; d++) {
-    fs.writeFileSync(path.join(corpus, `d${d}.txt`), Array.from({ length: 60 }, (_, i) => `Line ${i} of document ${d}: the quick brown fox.`).join("\n"));
-  }
-  const r = trainer(["prepare", "--corpus", "corpus", "--out", "data", "--tokenizer", "bytes", "--val-fraction", "0.2"]);
+  const r = prepareSmallData(root, trainer);
   expect(r.stderr + r.stdout).toMatch(/prepare: data: train 5 docs/);
   expect(r.status).toBe(0);
 });

@@ -9,6 +9,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Processes } from "@patchlm/testing";
+import { prepareSmallData } from "./smallData";
 
 jest.setTimeout(240_000);
 
@@ -77,12 +78,7 @@ beforeAll(() => {
   fs.writeFileSync(path.join(root, "softmax-mean.mjs"), softmaxMean);
   fs.writeFileSync(path.join(root, "last-two.ts"), lastTwo);
   fs.writeFileSync(path.join(root, "nothing.mjs"), "export const answer = 42;\n");
-  const corpus = path.join(root, "corpus");
-  fs.mkdirSync(corpus);
-  for (let d = 0; d < 6; d++) {
-    fs.writeFileSync(path.join(corpus, `d${d}.txt`), Array.from({ length: 60 }, (_, i) => `Line ${i} of document ${d}: the quick brown fox.`).join("\n"));
-  }
-  const r = trainer(["prepare", "--corpus", "corpus", "--out", "data", "--tokenizer", "bytes", "--val-fraction", "0.2"]);
+  const r = prepareSmallData(root, trainer);
   expect(r.status).toBe(0);
 });
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
