@@ -40,7 +40,17 @@ export const ppl = Effect.fn("evaluator.ppl")((o: PplOptions) =>
       const data = get(o.data) ?? Checkpoints.runDataDir(m.runDir);
       if (data === undefined) return yield* new EvalInputError({ path: m.runDir, reason: "NotFound", detail: "no --data given and the run has no config.json naming its data directory" });
       const started = performance.now();
-      const r = yield* Perplexity.scoreData(m, data, { window: get(o.window), stride: get(o.stride), batchSize: o.batchSize, maxTokens: get(o.maxTokens), patchSize: get(o.patchSize) });
+      // The patch loss scores with the run's own strategy (its module loaded again, checked unchanged).
+      const strategy = get(o.patchSize) === undefined ? undefined : yield* Checkpoints.runStrategy(m.runDir);
+      const r = yield* Perplexity.scoreData(m, data, {
+        window: get(o.window),
+        stride: get(o.stride),
+        batchSize: o.batchSize,
+        maxTokens: get(o.maxTokens),
+        patchSize: get(o.patchSize),
+        strategy,
+        strategyParams: m.strategyParams,
+      });
       const seconds = (performance.now() - started) / 1000;
       if (o.json) {
         const { blocks: _blocks, ...shown } = r;
@@ -49,8 +59,8 @@ export const ppl = Effect.fn("evaluator.ppl")((o: PplOptions) =>
         const se = Number.isFinite(r.standardError) ? ` ± ${fmt(r.standardError)}` : "";
         yield* Console.log(`data: ${data}  (window ${r.window}, stride ${r.stride}; ${r.streams} stream(s), ${r.tokens} tokens, ${r.bytes} bytes, ${seconds.toFixed(1)} s)`);
         yield* Console.log(`token loss ${fmt(r.loss)}${se} nats  perplexity ${fmt(r.ppl, 3)}  bits/byte ${fmt(r.bitsPerByte)}`);
-        const { K, windows, loss } = r.patch ?? {};
-        if (K !== undefined) yield* Console.log(`patch loss (K=${K}, mean patches, ${windows} windows): ${fmt(loss)} — NOT comparable with token loss (its floor is ln K = ${Math.log(K).toFixed(3)})`);
+        const { K, windows, loss, strategy: used } = r.patch ?? {};
+        if (K !== undefined) yield* Console.log(`patch loss (K=${K}, ${used} patches, ${windows} windows): ${fmt(loss)} — NOT comparable with token loss (its floor is ln K = ${Math.log(K).toFixed(3)})`);
       }
       return r;
     }),

@@ -10,7 +10,7 @@ import { Effect } from "effect";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { Config, FileError } from "@patchlm/core";
 import { Model } from "@patchlm/model";
-import { PatchStrategy } from "@patchlm/patching";
+import { PatchStrategy, Registry, StrategyModule } from "@patchlm/patching";
 import { type Tokenizer, TokenizerFiles } from "@patchlm/tokenization";
 import * as Documents from "./Documents";
 
@@ -18,6 +18,12 @@ export interface LoadedModel {
   readonly cfg: Config.ModelConfig;
   /** The model's variables; the caller disposes them (`Model.dispose`). */
   readonly params: Model.Weights;
+  /**
+   * The patch strategy's own parameters, when the checkpoint has any (a patch-phase checkpoint of a
+   * strategy with parameters; the switch to token level drops them). Disposed with `params` by
+   * `dispose`.
+   */
+  readonly strategyParams: PatchStrategy.Weights;
   readonly manifest: Checkpoint.Manifest;
   /** The step directory. */
   readonly dir: string;
@@ -51,7 +57,12 @@ export const loadModel = Effect.fn("Checkpoints.loadModel")(function* (checkpoin
       detail: `model.safetensors does not fit its manifest's modelConfig:\n  - ${problems.join("\n  - ")}`,
     });
   }
-  return { cfg, params, manifest: loaded.manifest, dir: loaded.dir } satisfies LoadedModel;
+  const strategyParams = Object.fromEntries(
+    Object.entries(loaded.tensors)
+      .filter(([name, t]) => PatchStrategy.isStrategyParam(name) && t.dtype === "F32")
+      .map(([name, t]) => [name, tf.tensor(t.data as Float32Array, [...t.shape], "float32")] as const),
+  );
+  return { cfg, params, strategyParams, manifest: loaded.manifest, dir: loaded.dir } satisfies LoadedModel;
 });
 
 /** The run directory of a checkpoint path: the path itself (through `latest`) or a step directory's parent. */
@@ -96,9 +107,36 @@ export interface Opened extends LoadedModel {
  * the one the checkpoint was trained with is an error naming what differs.
  */
 export const open = Effect.fn("Checkpoints.open")(function* (checkpoint: string, tokenizerDir?: string) {
-  const loaded = yield* Effect.acquireRelease(loadModel(checkpoint), (m) => Effect.sync(() => Model.dispose(m.params)));
+  const loaded = yield* Effect.acquireRelease(loadModel(checkpoint), (m) => Effect.sync(() => dispose(m)));
   const runDir = runDirOf(checkpoint, loaded.dir);
   const tokenizer = yield* TokenizerFiles.load(yield* tokenizerDirFor(runDir, tokenizerDir));
   yield* Documents.ensureTokenizer(loaded.dir, { tokenizerHash: loaded.manifest.tokenizerHash, vocabSize: loaded.cfg.vocabSize }, tokenizer);
   return { ...loaded, runDir, tokenizer } satisfies Opened;
+});
+
+/** Free a loaded model's tensors (its weights and any strategy parameters). */
+export const dispose = (m: Pick<LoadedModel, "params" | "strategyParams">): void => {
+  Model.dispose(m.params);
+  for (const t of Object.values(m.strategyParams)) t.dispose();
+};
+
+/** `patch.strategy` of a run's config.json ("mean" when it names none). */
+const runStrategyName = (runDir: string): string => {
+  try {
+    const c = JSON.parse(fs.readFileSync(path.join(runDir, "config.json"), "utf8")) as { patch?: { strategy?: unknown } };
+    return typeof c.patch?.strategy === "string" ? c.patch.strategy : "mean";
+  } catch {
+    return "mean";
+  }
+};
+
+/**
+ * The patch strategy a run trained with: its config's `patch.strategy`, looked up among the
+ * built-ins and the run's recorded strategy module (loaded again, and refused if it changed).
+ */
+export const runStrategy = Effect.fn("Checkpoints.runStrategy")(function* (runDir: string) {
+  const recorded = yield* StrategyModule.readRecord(runDir);
+  const modules = recorded === undefined ? [] : [yield* StrategyModule.load(recorded.path, recorded)];
+  const registry = yield* Registry.make([...Registry.builtins.strategies.values(), ...modules.flatMap((m) => m.loaded)]);
+  return yield* Registry.get(registry, runStrategyName(runDir));
 });

@@ -291,11 +291,21 @@ export const patchLoss = (
   cfg: Config.ModelConfig,
   tokens: ArrayLike<number>,
   K: number,
-  options: { readonly positions?: number; readonly batchSize?: number; readonly strategy?: PatchStrategy.PatchStrategy } = {},
+  options: {
+    readonly positions?: number;
+    readonly batchSize?: number;
+    readonly strategy?: PatchStrategy.PatchStrategy;
+    /** The strategy's own parameters (a patch-phase checkpoint's), when it declares any. */
+    readonly strategyParams?: PatchStrategy.Weights;
+  } = {},
 ): { readonly loss: number; readonly windows: number; readonly targets: number } => {
   const T = options.positions ?? cfg.contextLength;
   const strategy = options.strategy ?? PatchStrategy.mean;
-  if (strategy.parameters(cfg.dModel, K).length > 0) throw new Error(`Perplexity.patchLoss: strategy ${strategy.name} has parameters; use a parameter-free one`);
+  const strategyParams = options.strategyParams ?? {};
+  const missing = strategy.parameters(cfg.dModel, K).filter((p) => strategyParams[p.name] === undefined);
+  if (missing.length > 0) {
+    throw new Error(`Perplexity.patchLoss: strategy ${strategy.name} needs ${missing.map((p) => p.name).join(", ")}, which only a patch-phase checkpoint holds`);
+  }
   if (T < 2 || T > cfg.contextLength) throw new RangeError(`Perplexity.patchLoss: positions ${T} must lie in [2, contextLength=${cfg.contextLength}]`);
   const L = K * T;
   const n = Math.floor(tokens.length / L);
@@ -304,7 +314,7 @@ export const patchLoss = (
   for (let i = 0; i < n; i += batchSize) {
     const B = Math.min(batchSize, n - i);
     const ids = Int32Array.from(Array.prototype.slice.call(tokens, i * L, (i + B) * L) as Array<number>);
-    const loss = tf.tidy(() => Objective.lossFor({ cfg, K, strategy }, params, tf.tensor2d(ids, [B, L], "int32")));
+    const loss = tf.tidy(() => Objective.lossFor({ cfg, K, strategy }, params, tf.tensor2d(ids, [B, L], "int32"), strategyParams));
     weighted += loss.dataSync()[0] * B;
     loss.dispose();
   }
@@ -323,6 +333,9 @@ export interface DataOptions extends ScoreOptions {
   readonly maxTokens?: number;
   /** Also the patch loss with patches of this many tokens (`patchLoss`; not comparable). */
   readonly patchSize?: number;
+  /** The patch loss's strategy (default `mean`) and its parameters, e.g. the run's (`Checkpoints.runStrategy`). */
+  readonly strategy?: PatchStrategy.PatchStrategy;
+  readonly strategyParams?: PatchStrategy.Weights;
 }
 
 export interface DataScore extends Scored {
@@ -331,7 +344,7 @@ export interface DataScore extends Scored {
   readonly stride: number;
   /** How many streams were scored: 1 for a prepared directory, else one per text file. */
   readonly streams: number;
-  readonly patch?: { readonly K: number; readonly loss: number; readonly windows: number; readonly comparable: false };
+  readonly patch?: { readonly K: number; readonly strategy: string; readonly loss: number; readonly windows: number; readonly comparable: false };
 }
 
 /**
@@ -371,6 +384,15 @@ export const scoreData = Effect.fn("Perplexity.scoreData")(function* (model: Sco
   if (K === undefined) return out;
   const all = streams.flatMap((s) => Array.from(s.tokens));
   const positions = Math.min(model.cfg.contextLength, Math.max(2, Math.floor(all.length / K)));
-  const p = patchLoss(model.params, model.cfg, all, K, { positions, batchSize: options.batchSize });
-  return { ...out, patch: { K, loss: p.loss, windows: p.windows, comparable: false as const } } satisfies DataScore;
+  const strategy = options.strategy ?? PatchStrategy.mean;
+  const missing = strategy.parameters(model.cfg.dModel, K).filter((p) => options.strategyParams?.[p.name] === undefined);
+  if (missing.length > 0) {
+    return yield* new EvalInputError({
+      path: "--patch-size",
+      reason: "Malformed",
+      detail: `the run's patch strategy ${strategy.name} has parameters (${missing.map((p) => p.name).join(", ")}) that this checkpoint does not hold (the switch to token level drops them); give a patch-phase checkpoint (a step-XXXXXXXX directory)`,
+    });
+  }
+  const p = patchLoss(model.params, model.cfg, all, K, { positions, batchSize: options.batchSize, strategy, strategyParams: options.strategyParams });
+  return { ...out, patch: { K, strategy: strategy.name, loss: p.loss, windows: p.windows, comparable: false as const } } satisfies DataScore;
 });

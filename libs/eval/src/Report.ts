@@ -28,6 +28,8 @@ export interface Run {
   readonly dir: string;
   readonly K: number;
   readonly lambda: number;
+  /** The patch strategy (config.json `patch.strategy`; "mean" when unnamed); "–" for a token-only run. */
+  readonly strategy: string;
   /** The prepared data directory the run trained on (config.json `data`). */
   readonly data: string | undefined;
   readonly records: ReadonlyArray<MetricRecord.MetricRecord>;
@@ -98,6 +100,7 @@ export const loadRun = Effect.fn("Report.loadRun")(function* (dir: string) {
     dir,
     K: num(patch, "patchSize") ?? 1,
     lambda: num(patch, "patchFraction") ?? 0,
+    strategy: (num(patch, "patchSize") ?? 1) === 1 || (num(patch, "patchFraction") ?? 0) === 0 ? "–" : typeof patch?.strategy === "string" ? patch.strategy : "mean",
     data: typeof config.data === "string" ? config.data : undefined,
     records,
     tokens: num(summary, "tokens") ?? last?.totalTokens ?? 0,
@@ -160,6 +163,7 @@ export interface Row {
   readonly run: string;
   readonly K: number;
   readonly lambda: number;
+  readonly strategy: string;
   readonly theory: number;
   /** Relative to the baseline; undefined without one (or with a zero baseline). */
   readonly flopsRatio: number | undefined;
@@ -179,6 +183,7 @@ export const rows = (runs: ReadonlyArray<Run>, evals: ReadonlyArray<RunEval>): A
       run: r.name,
       K: r.K,
       lambda: r.lambda,
+      strategy: r.strategy,
       theory: theoreticalCost(r),
       flopsRatio: ratio(r.flops, base?.flops),
       wallRatio: ratio(r.wallSeconds, base?.wallSeconds),
@@ -202,13 +207,14 @@ const fixed = (x: number | undefined, digits: number, suffix = ""): string => (x
 export const table = (runs: ReadonlyArray<Run>, evals: ReadonlyArray<RunEval>): string => {
   const rs = rows(runs, evals);
   const tasks = [...new Set(evals.flatMap((e) => Object.keys(e.tasks ?? {})))];
-  const head = ["run", "K", "λ", "cost (λ/K+1−λ)", "cost × FLOPs", "cost × wall", "val loss", "ppl", "bits/byte", ...tasks, "avg"];
+  const head = ["run", "K", "λ", "strategy", "cost (λ/K+1−λ)", "cost × FLOPs", "cost × wall", "val loss", "ppl", "bits/byte", ...tasks, "avg"];
   const lines = [`| ${head.join(" | ")} |`, `|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`];
   for (const r of rs) {
     const cells = [
       r.run,
       String(r.K),
       r.lambda === 0 ? "0" : fraction(r.lambda),
+      r.strategy,
       fixed(r.theory, 3, "×"),
       fixed(r.flopsRatio, 3, "×"),
       fixed(r.wallRatio, 3, "×"),

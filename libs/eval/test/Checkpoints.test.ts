@@ -45,7 +45,12 @@ describe("Checkpoints.loadModel", () => {
     for (const [n, v] of Object.entries(params)) {
       expect(Array.from(loaded.params[n].dataSync())).toEqual(Array.from(v.dataSync()));
     }
-    Model.dispose(loaded.params);
+    // Kept apart from the model's weights, for a patch loss with the run's strategy.
+    expect(Object.keys(loaded.strategyParams)).toEqual(["patch.concat-linear.proj"]);
+    expect(loaded.strategyParams["patch.concat-linear.proj"].shape).toEqual([2, 2]);
+    const before = tf.memory().numTensors;
+    Checkpoints.dispose(loaded);
+    expect(tf.memory().numTensors).toBe(before - Object.keys(params).length - 1);
     Model.dispose(params);
   });
 

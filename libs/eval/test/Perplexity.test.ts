@@ -5,6 +5,7 @@ import * as tf from "@tensorflow/tfjs";
 import { NodeContext } from "@effect/platform-node";
 import { Effect } from "effect";
 import { Model } from "@patchlm/model";
+import { PatchStrategy } from "@patchlm/patching";
 import { Loss } from "@patchlm/losses";
 import { expectClose, expectNoTensorLeak, randomInts, runTest, runTestFailure, useBackend } from "@patchlm/testing";
 import { Bytes } from "@patchlm/tokenization";
@@ -208,6 +209,28 @@ describe("Perplexity.scoreData", () => {
     expect(got.patch!.loss).toBeGreaterThan(Math.log(2));
     // --max-tokens: files are taken whole until about that many targets.
     expect((await run(Perplexity.scoreData({ params, cfg, tokenizer }, root, { maxTokens: 10 }))).streams).toBe(1);
+    Model.dispose(params);
+  });
+
+  it("the patch loss uses the given strategy and its parameters, and refuses a strategy whose parameters the checkpoint lacks", async () => {
+    const params = Model.init(cfg, 4);
+    const text = "Patch loss with the run's own strategy, over a few windows of bytes.\n".repeat(3);
+    fs.writeFileSync(path.join(root, "strategy.txt"), text);
+    const file = path.join(root, "strategy.txt");
+    const mean = await run(Perplexity.scoreData({ params, cfg, tokenizer }, file, { patchSize: 4 }));
+    expect(mean.patch).toMatchObject({ K: 4, strategy: "mean" });
+    // Zero logits: the weighted mean starts as the plain mean.
+    const logits = { "patch.weighted-mean.logits": tf.zeros([4]) };
+    const weighted = await run(Perplexity.scoreData({ params, cfg, tokenizer }, file, { patchSize: 4, strategy: PatchStrategy.weightedMean, strategyParams: logits }));
+    expect(weighted.patch).toMatchObject({ K: 4, strategy: "weighted-mean", windows: mean.patch!.windows });
+    expectClose(weighted.patch!.loss, mean.patch!.loss, { rtol: 1e-5 });
+    // Other logits weigh the offsets unevenly: another loss.
+    const skewed = { "patch.weighted-mean.logits": tf.tensor1d([3, 0, 0, 0]) };
+    const other = await run(Perplexity.scoreData({ params, cfg, tokenizer }, file, { patchSize: 4, strategy: PatchStrategy.weightedMean, strategyParams: skewed }));
+    expect(Math.abs(other.patch!.loss - mean.patch!.loss)).toBeGreaterThan(1e-4);
+    const e = await fail(Perplexity.scoreData({ params, cfg, tokenizer }, file, { patchSize: 4, strategy: PatchStrategy.weightedMean }));
+    expect(e.message).toMatch(/--patch-size.*strategy weighted-mean has parameters \(patch\.weighted-mean\.logits\) that this checkpoint does not hold.*patch-phase checkpoint/);
+    for (const t of [...Object.values(logits), ...Object.values(skewed)]) t.dispose();
     Model.dispose(params);
   });
 

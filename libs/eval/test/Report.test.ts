@@ -17,7 +17,7 @@ const record = (step: number, phase: "patch" | "token", totalTokens: number, tot
   values,
 });
 
-const makeRun = (root: string, name: string, patch: { patchSize: number; patchFraction: number }, records: ReadonlyArray<MetricRecord.MetricRecord>) => {
+const makeRun = (root: string, name: string, patch: { patchSize: number; patchFraction: number; strategy?: string }, records: ReadonlyArray<MetricRecord.MetricRecord>) => {
   const dir = path.join(root, name);
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ name, data: "runs/data/x", patch }));
@@ -33,15 +33,15 @@ describe("Report", () => {
     record(10, "token", 1000, 8e9, 10, { [V]: 5 }),
     record(20, "token", 2000, 16e9, 20, { [V]: 4 }),
   ]);
-  const patched = makeRun(root, "patch", { patchSize: 4, patchFraction: 2 / 3 }, [
+  const patched = makeRun(root, "patch", { patchSize: 4, patchFraction: 2 / 3, strategy: "weighted-mean" }, [
     record(10, "patch", 1000, 2e9, 3, { [V]: 6 }),
     record(13, "patch", 1333, 2.666e9, 4, { "train/loss": 2 }),
     record(20, "token", 2000, 8e9, 12, { [V]: 3.9 }),
   ]);
 
-  it("reads runs: K, λ, totals from the last record, the switch point", async () => {
+  it("reads runs: K, λ, strategy, totals from the last record, the switch point", async () => {
     const r = await runTest(Report.loadRun(patched));
-    expect([r.name, r.K, r.lambda, r.tokens, r.flops, r.wallSeconds]).toEqual(["patch", 4, 2 / 3, 2000, 8e9, 12]);
+    expect([r.name, r.K, r.lambda, r.strategy, r.tokens, r.flops, r.wallSeconds]).toEqual(["patch", 4, 2 / 3, "weighted-mean", 2000, 8e9, 12]);
     expect(r.switchAt).toEqual({ tokens: 1333, flops: 2.666e9 });
     expect(Report.theoreticalCost(r)).toBeCloseTo(0.5, 12);
   });
@@ -53,10 +53,10 @@ describe("Report", () => {
       { loss: 3.9, ppl: Math.exp(3.9), bitsPerByte: 1.45, tasks: { piqa: 0.62, arc: 0.41 } },
     ]);
     const lines = md.split("\n");
-    expect(lines[0]).toBe("| run | K | λ | cost (λ/K+1−λ) | cost × FLOPs | cost × wall | val loss | ppl | bits/byte | piqa | arc | avg |");
+    expect(lines[0]).toBe("| run | K | λ | strategy | cost (λ/K+1−λ) | cost × FLOPs | cost × wall | val loss | ppl | bits/byte | piqa | arc | avg |");
     // token: everything 1×; patch: FLOPs 8e9/16e9 = 0.5, wall 12/20 = 0.6, avg (62 + 41)/2 = 51.5
-    expect(lines[2]).toBe("| token | 4 | 0 | 1.000× | 1.000× | 1.000× | 4.0000 | 54.60 | 1.5000 | 60.0 | 40.0 | 50.0 |");
-    expect(lines[3]).toBe("| patch | 4 | 2/3 | 0.500× | 0.500× | 0.600× | 3.9000 | 49.40 | 1.4500 | 62.0 | 41.0 | 51.5 |");
+    expect(lines[2]).toBe("| token | 4 | 0 | – | 1.000× | 1.000× | 1.000× | 4.0000 | 54.60 | 1.5000 | 60.0 | 40.0 | 50.0 |");
+    expect(lines[3]).toBe("| patch | 4 | 2/3 | weighted-mean | 0.500× | 0.500× | 0.600× | 3.9000 | 49.40 | 1.4500 | 62.0 | 41.0 | 51.5 |");
   });
 
   it("draws one validation-loss line per run and marks the switch, and writes the report with PNGs", async () => {

@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import { Effect, Layer, Schema } from "effect";
+import { Config, ConfigError } from "@patchlm/core";
 import type { PatchStrategy } from "./PatchStrategy";
 import * as Registry from "./Registry";
 
@@ -117,4 +118,17 @@ export const status = (recorded: Pick<Record, "path" | "sha256">): "unchanged" |
   } catch {
     return "missing";
   }
+};
+
+/** The file beside a run's config that records its strategy module. */
+export const RECORD_FILE = "strategy-module.json";
+
+/** The strategy module a run directory recorded, if any. */
+export const readRecord = (runDir: string): Effect.Effect<Record | undefined, ConfigError> => {
+  const file = path.join(runDir, RECORD_FILE);
+  if (!fs.existsSync(file)) return Effect.succeed(undefined);
+  return Effect.try({
+    try: () => JSON.parse(fs.readFileSync(file, "utf8")) as unknown,
+    catch: (e) => new ConfigError({ source: file, issues: [`not JSON: ${(e as Error).message}`] }),
+  }).pipe(Effect.flatMap((json) => Config.decodeConfig(Record)(file, json)));
 };

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Effect, Exit, Layer } from "effect";
 import { Checkpoint, RunLock } from "@patchlm/checkpoint";
-import { AtomicFile, Config, ConfigError } from "@patchlm/core";
+import { AtomicFile, ConfigError } from "@patchlm/core";
 import { Documents } from "@patchlm/eval";
 import { LossCurve, MetricRecord, MetricsSink, Progress } from "@patchlm/metrics";
 import { Registry, StrategyModule } from "@patchlm/patching";
@@ -103,20 +103,6 @@ const recoverLatest = Effect.fn("Run.recoverLatest")(function* (runDir: string) 
   yield* Effect.logWarning(`${runDir}: ${Checkpoint.LATEST_FILE} was missing; resuming from ${recovered.name}, the newest step directory that verifies${passed}`);
 });
 
-/** The file beside a run's config that records its strategy module (path, sha256, strategies). */
-export const STRATEGY_MODULE_FILE = "strategy-module.json";
-
-/** The strategy module a run recorded, if any. */
-export const readStrategyModule = Effect.fn("Run.readStrategyModule")(function* (runDir: string) {
-  const file = path.join(runDir, STRATEGY_MODULE_FILE);
-  if (!fs.existsSync(file)) return undefined;
-  const json = yield* Effect.try({
-    try: () => JSON.parse(fs.readFileSync(file, "utf8")) as unknown,
-    catch: (e) => new ConfigError({ source: file, issues: [`not JSON: ${(e as Error).message}`] }),
-  });
-  return yield* Config.decodeConfig(StrategyModule.Record)(file, json);
-});
-
 /**
  * The strategies a run trains or is read with: the built-ins, plus its strategy module's. A run
  * that recorded one loads that file and refuses it changed; a new run records it.
@@ -150,7 +136,7 @@ export const train = Effect.fn("Run.train")(function* (given: RunConfig, opts: T
   const config: RunConfig =
     given.patch.strategyModule === undefined ? given : { ...given, patch: { ...given.patch, strategyModule: path.resolve(given.patch.strategyModule) } };
   const runDir = path.resolve(opts.runDir ?? path.join(config.runsDir, config.name));
-  const { layer: registry, module } = yield* strategies(config, opts.resume ? yield* readStrategyModule(runDir) : undefined);
+  const { layer: registry, module } = yield* strategies(config, opts.resume ? yield* StrategyModule.readRecord(runDir) : undefined);
   const plan = yield* Setup.phasePlan(config);
   const options: Trainer.Options = {
     config,
@@ -173,7 +159,7 @@ export const train = Effect.fn("Run.train")(function* (given: RunConfig, opts: T
     yield* ensureNoCheckpoints(runDir, config.name);
     yield* TokenizerFiles.copy(config.data, runDir);
     if (module !== undefined) {
-      yield* AtomicFile.write(path.join(runDir, STRATEGY_MODULE_FILE), JSON.stringify(StrategyModule.toRecord(module), null, 2) + "\n");
+      yield* AtomicFile.write(path.join(runDir, StrategyModule.RECORD_FILE), JSON.stringify(StrategyModule.toRecord(module), null, 2) + "\n");
     }
   }
   // Only the step, for the progress bar: the listing reads no tensors (the trainer loads them).
@@ -234,7 +220,7 @@ export const inspect = Effect.fn("Run.inspect")(function* (runDir: string) {
       lastEval: lastEval && { step: lastEval.step, valLoss: lastEval.values[MetricRecord.Keys.valLoss], valPpl: lastEval.values[MetricRecord.Keys.valPerplexity] },
       elapsedSeconds: records.at(-1)?.elapsedSeconds,
     },
-    strategyModule: yield* Effect.map(readStrategyModule(runDir), (m) => (m === undefined ? null : { ...m, now: StrategyModule.status(m) })),
+    strategyModule: yield* Effect.map(StrategyModule.readRecord(runDir), (m) => (m === undefined ? null : { ...m, now: StrategyModule.status(m) })),
     checkpoints: checkpoints.map((c) => ({ name: c.name, step: c.step, latest: c.isLatest })),
   };
 });
