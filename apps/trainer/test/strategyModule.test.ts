@@ -17,6 +17,7 @@ const main = Processes.appMain("trainer");
 const env = { ...process.env, PATCHLM_BACKEND: "cpu", FORCE_COLOR: "0" };
 let root: string;
 const trainer = (args: ReadonlyArray<string>) => Processes.runTs(main, args, { cwd: root, env });
+const evaluator = (args: ReadonlyArray<string>) => Processes.runTs(Processes.appMain("evaluator"), args, { cwd: root, env });
 const errorLines = (stderr: string) => stderr.split("\n").filter((l) => l.startsWith("error:"));
 
 /** A learned softmax-weighted mean under a name of its own, zero-initialised: it starts as the plain mean. */
@@ -118,6 +119,20 @@ describe("trainer --strategy-module", () => {
     expect(JSON.parse(trainer(["inspect", "js", "--runs-dir", "runs"]).stdout).strategyModule.now).toBe("changed");
     fs.writeFileSync(module, softmaxMean);
     expect(trainer(["resume", "js", "--runs-dir", "runs", "--max-steps", "1"]).status).toBe(0);
+  });
+
+  it("the evaluator's patch loss uses the run's module strategy and the checkpoint's parameters of it", () => {
+    const r = evaluator(["ppl", "runs/js", "--patch-size", "4", "--max-tokens", "400", "--json"]);
+    expect(errorLines(r.stderr)).toEqual([]);
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    expect(out.patch).toMatchObject({ K: 4, strategy: "softmax-mean", comparable: false });
+    expect(Number.isFinite(out.patch.loss)).toBe(true);
+    fs.appendFileSync(path.join(root, "softmax-mean.mjs"), "// edited\n");
+    const changed = evaluator(["ppl", "runs/js", "--patch-size", "4", "--max-tokens", "400"]);
+    expect(changed.status).toBe(1);
+    expect(errorLines(changed.stderr)).toEqual([expect.stringMatching(/softmax-mean\.mjs: its content changed since the run recorded it/)]);
+    fs.writeFileSync(path.join(root, "softmax-mean.mjs"), softmaxMean);
   });
 
   it("loads a TypeScript module whose default export is an array of strategies", () => {
