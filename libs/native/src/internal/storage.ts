@@ -6,7 +6,7 @@ export type Words = Float32Array | Int32Array;
 /** Arrays below this many elements come from V8's heap cheaply; pooling them costs more than it saves. */
 const minPooled = 1024;
 /** Released arrays kept for reuse, at most (a reference-config step cycles about 300 MB). */
-const maxPooledBytes = 1 << 30;
+const defaultMaxPooledBytes = 1 << 30;
 // A reference-config step holds up to 112 arrays of one size (B·T×C activations and their
 // gradients) at its peak; a lower cap makes every step fault in ~100 MB of fresh pages.
 const maxPerSize = 512;
@@ -23,11 +23,13 @@ const maxPerSize = 512;
  * so no caller ever holds an array that a later kernel overwrites.
  */
 export class NativeMathBackend extends MathBackendCPU {
+  /** Released arrays by `dtype:length`; a Map keeps its keys in insertion order, which `touch` makes recency order. */
   private readonly pool = new Map<string, Array<Words>>();
   private readonly ours = new WeakSet<Words>();
   private pooledBytes = 0;
 
-  constructor() {
+  /** `maxPooledBytes`: the most the pool holds (tests use a small one). */
+  constructor(private readonly maxPooledBytes = defaultMaxPooledBytes) {
     super();
     // The cpu backend greets its first use in Node with advice to install tfjs-node; here it is
     // not the pure-JS backend that runs.
@@ -36,7 +38,7 @@ export class NativeMathBackend extends MathBackendCPU {
 
   /** An array of n elements for a kernel output: recycled (arbitrary contents) unless `zeroed`. */
   allocate(dtype: "float32" | "int32", n: number, zeroed = false): Words {
-    const reused = n >= minPooled ? this.pool.get(`${dtype}:${n}`)?.pop() : undefined;
+    const reused = n >= minPooled ? this.touch(`${dtype}:${n}`)?.pop() : undefined;
     if (reused === undefined) {
       const fresh = dtype === "float32" ? new Float32Array(n) : new Int32Array(n);
       if (n >= minPooled) this.ours.add(fresh);
@@ -56,11 +58,34 @@ export class NativeMathBackend extends MathBackendCPU {
     return released;
   }
 
+  /** The pool's list for `key`, moved to the most recently used end. */
+  private touch(key: string): Array<Words> | undefined {
+    const list = this.pool.get(key);
+    if (list !== undefined) {
+      this.pool.delete(key);
+      this.pool.set(key, list);
+    }
+    return list;
+  }
+
+  /**
+   * Keep a released array for reuse. A full pool makes room by dropping the least recently used
+   * sizes, not by refusing: the sizes in use must win over those of an earlier run or an
+   * evaluation, which would otherwise hold the pool and leave every later step faulting in fresh
+   * pages (the demo's second run trained at about half speed).
+   */
   private recycle(values: Words): void {
-    if (this.pooledBytes + values.byteLength > maxPooledBytes) return;
+    if (values.byteLength > this.maxPooledBytes) return;
     const key = `${values instanceof Float32Array ? "float32" : "int32"}:${values.length}`;
-    const list = this.pool.get(key) ?? [];
+    const list = this.touch(key) ?? [];
     if (list.length >= maxPerSize) return;
+    for (const [other, arrays] of this.pool) {
+      if (this.pooledBytes + values.byteLength <= this.maxPooledBytes) break;
+      if (other === key) continue;
+      for (const a of arrays) this.pooledBytes -= a.byteLength;
+      this.pool.delete(other);
+    }
+    if (this.pooledBytes + values.byteLength > this.maxPooledBytes) return;
     list.push(values);
     this.pool.set(key, list);
     this.pooledBytes += values.byteLength;
