@@ -71,9 +71,17 @@ export const runDirOf = (checkpoint: string, stepDir: string): string =>
 
 /** `data` of a run's config.json, if any. */
 export const runDataDir = (runDir: string): string | undefined => {
+  const data = runConfig(runDir)?.data;
+  return typeof data === "string" ? data : undefined;
+};
+
+/**
+ * A run's config.json as plain JSON, or undefined when there is none or it does not parse: the
+ * evaluator also reads checkpoints imported without a run config, and falls back to defaults.
+ */
+const runConfig = (runDir: string): { readonly data?: unknown; readonly patch?: { readonly strategy?: unknown } } | undefined => {
   try {
-    const c = JSON.parse(fs.readFileSync(path.join(runDir, "config.json"), "utf8")) as { data?: unknown };
-    return typeof c.data === "string" ? c.data : undefined;
+    return JSON.parse(fs.readFileSync(path.join(runDir, "config.json"), "utf8")) as { data?: unknown; patch?: { strategy?: unknown } };
   } catch {
     return undefined;
   }
@@ -122,12 +130,8 @@ export const dispose = (m: Pick<LoadedModel, "params" | "strategyParams">): void
 
 /** `patch.strategy` of a run's config.json ("mean" when it names none). */
 const runStrategyName = (runDir: string): string => {
-  try {
-    const c = JSON.parse(fs.readFileSync(path.join(runDir, "config.json"), "utf8")) as { patch?: { strategy?: unknown } };
-    return typeof c.patch?.strategy === "string" ? c.patch.strategy : "mean";
-  } catch {
-    return "mean";
-  }
+  const strategy = runConfig(runDir)?.patch?.strategy;
+  return typeof strategy === "string" ? strategy : "mean";
 };
 
 /**
