@@ -5,7 +5,11 @@ module.exports = {
   // Jest 30 "soft deletes" globals a test file left behind and wraps them in warning proxies; an
   // Effect fiber still scheduled from an earlier file in the same worker then recursed through
   // those proxies until the stack overflowed (seen in CI). Leave globals alone.
-  testEnvironmentOptions: { globalsCleanup: "off" },
+  testEnvironmentOptions: {
+    globalsCleanup: "off",
+    // Libs resolve to their TypeScript sources in the workspace (see tsconfig.base.json).
+    customExportConditions: ["@patchlm/source", "node", "node-addons"],
+  },
   transform: {
     "^.+\\.(t|j)s$": [
       "@swc/jest",

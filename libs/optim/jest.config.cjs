@@ -5,5 +5,5 @@ module.exports = {
   ...require("../../jest.preset.cjs"),
   displayName: "optim",
   rootDir: __dirname,
-  setupFiles: [require.resolve("@tensorflow/tfjs-backend-wasm")],
+  setupFiles: [require.resolve("@tensorflow/tfjs"), require.resolve("@tensorflow/tfjs-backend-wasm")],
 };

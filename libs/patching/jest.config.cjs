@@ -4,5 +4,5 @@ module.exports = {
   ...require("../../jest.preset.cjs"),
   displayName: "patching",
   rootDir: __dirname,
-  setupFiles: [require.resolve("@tensorflow/tfjs-backend-wasm")],
+  setupFiles: [require.resolve("@tensorflow/tfjs"), require.resolve("@tensorflow/tfjs-backend-wasm")],
 };

@@ -1,6 +1,10 @@
 #!/usr/bin/env node
-/** evaluator: wiring only — commands in Cli.ts, what they do in Handlers.ts. */
-import { runCli } from "@patchlm/cli";
-import * as Cli from "./Cli";
+/**
+ * The evaluator's entry point. `--version` is answered before the command line is built: loading
+ * Effect's CLI stack reads about a thousand modules (over a second on a small VM), and a version
+ * check should not pay for it. Everything else starts the CLI (start.ts).
+ */
+import { version } from "./Versions";
 
-runCli(Cli.command, { name: "evaluator", version: "0.1.0" });
+if (process.argv.length === 3 && process.argv[2] === "--version") console.log(version);
+else void import("./start.js");

@@ -24,9 +24,10 @@ const runArgument = (s: Pick<Trainer.Summary, "name" | "runDir">): string => {
 export const withResumeHint = <E, R>(self: Effect.Effect<Trainer.Summary, E, R>): Effect.Effect<Trainer.Summary, E, R> =>
   self.pipe(
     Effect.tap((s) => (s.ended === "finished" ? Effect.void : Effect.logInfo(`continue with ${resumeCommand(runArgument(s))}`))),
-    Effect.mapError((e) =>
-      e instanceof Trainer.TrainError && e.reason === "RunExists"
-        ? (new Trainer.TrainError({ ...e, detail: `${e.detail}; resume it with ${resumeCommand(e.run)} or pick another --name` }) as E)
-        : e,
-    ),
+    Effect.mapError((e): E => {
+      const error: unknown = e;
+      return error instanceof Trainer.TrainError && error.reason === "RunExists"
+        ? (new Trainer.TrainError({ ...error, detail: `${error.detail}; resume it with ${resumeCommand(error.run)} or pick another --name` }) as E)
+        : e;
+    }),
   );

@@ -10,9 +10,12 @@ const versionOf = (pkg: string): string => {
   }
 };
 
+/** This app's version (src/ and dist/ both sit beside its package.json). */
+export const version: string = (JSON.parse(fs.readFileSync(path.join(__dirname, "..", "package.json"), "utf8")) as { version: string }).version;
+
 /** Versions recorded in checkpoint manifests: what produced the weights. */
 export const packageVersions = (): Record<string, string> => ({
-  patchlm: (JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "..", "package.json"), "utf8")) as { version: string }).version,
+  patchlm: version,
   node: process.versions.node,
   "@tensorflow/tfjs": versionOf("@tensorflow/tfjs"),
   effect: versionOf("effect"),

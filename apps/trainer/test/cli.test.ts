@@ -17,6 +17,7 @@ const repo = path.resolve(__dirname, "..", "..", "..");
 // relays SIGTERM but cannot relay SIGKILL).
 const tsxDist = path.join(repo, "node_modules", "tsx", "dist");
 const node = (args: ReadonlyArray<string>) => [
+  "--conditions=@patchlm/source",
   "--require", path.join(tsxDist, "preflight.cjs"),
   "--import", pathToFileURL(path.join(tsxDist, "loader.mjs")).href,
   main,

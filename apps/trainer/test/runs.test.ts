@@ -4,7 +4,7 @@
  * signals, real run directories (issue 16: D5 run lock, D6 signals, D7 a lost `latest`, D8 resume of
  * a directory, D13 what a failed command leaves).
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -164,8 +164,18 @@ describe("signals reach the trainer however it is started", () => {
     expect(npm.output()).toMatch(/WARN the npm script that started this process \(pid \d+\) ended: stopping as on SIGTERM/);
   });
 
-  it("the bin entry is the trainer itself: SIGTERM to it checkpoints and exits 0", async () => {
-    const bin = track(Processes.follow(spawn(path.join(Processes.repo, "apps", "trainer", "bin", "trainer.mjs"), trainArgs("bin"), { cwd: root, env })));
+  it("the bin entry (compiled) is the trainer itself: SIGTERM to it checkpoints and exits 0", async () => {
+    // The package's bin is its compiled entry, run by its shebang with no loader in between.
+    const build = spawnSync(process.execPath, [path.join(Processes.repo, "tools", "build-packages.mjs"), "--package", "apps/trainer"], {
+      cwd: Processes.repo,
+      encoding: "utf8",
+    });
+    expect(build.stderr + build.stdout).toBe("");
+    const pkg = JSON.parse(fs.readFileSync(path.join(Processes.repo, "apps", "trainer", "package.json"), "utf8")) as { bin: Record<string, string> };
+    const binFile = path.join(Processes.repo, "apps", "trainer", pkg.bin["patchlm-trainer"]!);
+    // As a user runs it: without the workspace's source condition (.npmrc's node-options).
+    const userEnv = { ...env, NODE_OPTIONS: (process.env.NODE_OPTIONS ?? "").replace("--conditions=@patchlm/source", "").trim() };
+    const bin = track(Processes.follow(spawn(binFile, trainArgs("bin"), { cwd: root, env: userEnv })));
     await Processes.waitFor(() => latest("bin") !== undefined, "a first checkpoint");
     bin.child.kill("SIGTERM");
     expect(await bin.exit).toBe(0);

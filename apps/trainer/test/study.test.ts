@@ -14,6 +14,7 @@ const repo = path.resolve(__dirname, "..", "..", "..");
 const tsxDist = path.join(repo, "node_modules", "tsx", "dist");
 const main = path.join(repo, "apps", "trainer", "src", "main.ts");
 const node = (args: ReadonlyArray<string>) => [
+  "--conditions=@patchlm/source",
   "--require", path.join(tsxDist, "preflight.cjs"),
   "--import", pathToFileURL(path.join(tsxDist, "loader.mjs")).href,
   main,

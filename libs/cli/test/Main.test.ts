@@ -16,7 +16,7 @@ const fixture = path.join(__dirname, "fixtures", "cli.ts");
 const cli = (...args: ReadonlyArray<string>) => {
   const r = spawnSync(
     process.execPath,
-    ["--require", path.join(tsxDist, "preflight.cjs"), "--import", pathToFileURL(path.join(tsxDist, "loader.mjs")).href, fixture, ...args],
+    ["--conditions=@patchlm/source", "--require", path.join(tsxDist, "preflight.cjs"), "--import", pathToFileURL(path.join(tsxDist, "loader.mjs")).href, fixture, ...args],
     { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0", PATCHLM_LOG: "" } },
   );
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, lines: r.stderr.split("\n").filter((l) => l.trim() !== "") };

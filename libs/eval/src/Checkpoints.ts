@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Effect } from "effect";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { Config, FileError } from "@patchlm/core";

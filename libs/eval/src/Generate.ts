@@ -17,7 +17,7 @@
  * at least half the context of prompt, with a warning; an empty prompt starts from EOS (the
  * separator every training document follows).
  */
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Effect, Either, Option, Schema, Stream } from "effect";
 import { Config, type ConfigError, Numbers } from "@patchlm/core";
 import { Model } from "@patchlm/model";

@@ -18,7 +18,7 @@
  * the study's final evaluation): loss, perplexity, bits per byte and a standard error over blocks
  * of consecutive windows.
  */
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Effect } from "effect";
 import type { Config } from "@patchlm/core";
 import type { Model } from "@patchlm/model";

@@ -3,7 +3,7 @@
  * log-probability the model gives each next token. Patch-trained checkpoints are scored here at
  * token level (K = 1), which is the only comparable number (docs/method.md §2.3).
  */
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import type { Config } from "@patchlm/core";
 import { Model } from "@patchlm/model";
 

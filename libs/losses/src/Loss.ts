@@ -5,7 +5,7 @@
  * (modeling_llama.py:1056-1064): one softmax per scored position, scored against all K tokens of
  * the next patch with equal weight, averaged over the (row, slot) pairs. See docs/method.md §2.
  */
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Fused } from "@patchlm/fused";
 
 /** PyTorch's default `ignore_index`, which the official code inherits from `nll_loss`. */

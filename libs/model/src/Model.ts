@@ -1,4 +1,4 @@
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Config, type ParamSpec } from "@patchlm/core";
 import { Fused } from "@patchlm/fused";
 import { KvCache } from "./internal/KvCache";

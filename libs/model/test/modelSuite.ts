@@ -7,6 +7,7 @@ import { Either } from "effect";
 import { Config } from "@patchlm/core";
 import { expectClose, expectNoTensorLeak, randomFloats, randomInts } from "@patchlm/testing";
 import { Model, ParameterTable } from "../src";
+import { spreadWeights } from "../src/testing";
 import * as Rope from "../src/internal/Rope";
 import { embedRef, forwardRef, hiddenRef, logitsRef, meanCrossEntropyRef, ropeRef, type RefParams } from "./reference";
 
@@ -29,20 +30,6 @@ const variants: ReadonlyArray<readonly [string, Config.ModelConfig]> = [
   ["MHA tied", makeConfig({ tieEmbeddings: true })],
   ["GQA tied (1 kv head)", makeConfig({ nKvHeads: 1, tieEmbeddings: true })],
 ];
-
-/**
- * Parameters with O(1) spread (init's N(0, 0.02) would make every logit nearly equal and the
- * comparison weak): weights uniform in ±0.3, norm gains in [0.6, 1.4].
- */
-const randomParams = (cfg: Config.ModelConfig, seed: number): Model.Weights => {
-  const params = Model.init(cfg, seed);
-  ParameterTable.make(cfg).forEach((spec, i) => {
-    const n = spec.shape.reduce((a, b) => a * b, 1);
-    const values = spec.decay ? randomFloats(n, seed * 100 + i, -0.3, 0.3) : randomFloats(n, seed * 100 + i, 0.6, 1.4);
-    tf.tidy(() => params[spec.name].assign(tf.tensor(values, [...spec.shape])));
-  });
-  return params;
-};
 
 const toRef = (params: Model.Weights): RefParams =>
   Object.fromEntries(Object.entries(params).map(([k, v]) => [k, Float64Array.from(v.dataSync())]));
@@ -80,7 +67,7 @@ export const modelSuite = (backend: string): void => {
       it.each(variants)("matches the float64 reference forward (%s)", (label, cfg) => {
         const B = 2;
         const T = 7;
-        const params = randomParams(cfg, 1);
+        const params = spreadWeights(cfg, 1);
         const ids = randomInts(B * T, cfg.vocabSize, 2);
         const got = tf.tidy(() => Model.forward(params, cfg, idsTensor(ids, B, T)).dataSync());
         const want = forwardRef(toRef(params), cfg, ids, B, T);
@@ -91,7 +78,7 @@ export const modelSuite = (backend: string): void => {
       it.each(variants.slice(0, 2))("runs patch inputs (B,T,C) at positions offset.. like the reference (%s)", (label, cfg) => {
         const B = 2;
         const T = 5;
-        const params = randomParams(cfg, 3);
+        const params = spreadWeights(cfg, 3);
         const x = randomFloats(B * T * cfg.dModel, 4);
         const ref = toRef(params);
         for (const offset of [0, 9]) {
@@ -107,7 +94,7 @@ export const modelSuite = (backend: string): void => {
 
       it("embeds ids as rows of model.embed_tokens.weight", () => {
         const cfg = variants[0][1];
-        const params = randomParams(cfg, 5);
+        const params = spreadWeights(cfg, 5);
         const ids = Int32Array.from([0, 36, 5, 5]);
         const got = tf.tidy(() => Model.embed(params, cfg, idsTensor(ids, 2, 2)).dataSync());
         expectClose(got, embedRef(toRef(params), cfg, ids), { atol: 0 });
@@ -116,7 +103,7 @@ export const modelSuite = (backend: string): void => {
 
       it("is causal: changing token t leaves logits before t unchanged and changes those at t", () => {
         const cfg = variants[1][1];
-        const params = randomParams(cfg, 6);
+        const params = spreadWeights(cfg, 6);
         const T = 8;
         const t = 5;
         const ids = randomInts(T, cfg.vocabSize, 7);
@@ -133,7 +120,7 @@ export const modelSuite = (backend: string): void => {
 
       it("does not leak tensors", async () => {
         const cfg = variants[1][1];
-        const params = randomParams(cfg, 8);
+        const params = spreadWeights(cfg, 8);
         const ids = idsTensor(randomInts(12, cfg.vocabSize, 9), 2, 6);
         await expectNoTensorLeak(() => {
           for (let i = 0; i < 3; i++) Model.forward(params, cfg, ids).dispose();
@@ -181,7 +168,7 @@ export const modelSuite = (backend: string): void => {
       it.each([variants[1], variants[3]])("match central differences of the float64 reference (%s)", (label, cfg) => {
         const B = 2;
         const T = 6;
-        const params = randomParams(cfg, 14);
+        const params = spreadWeights(cfg, 14);
         // ids repeat (vocab 37, 12 draws with duplicates forced) so the embedding scatter-add sums rows
         const ids = randomInts(B * T, 12, 15);
         ids[3] = ids[0];
@@ -233,7 +220,7 @@ export const modelSuite = (backend: string): void => {
 
       it("leave no tensors behind across repeated steps", async () => {
         const cfg = variants[1][1];
-        const params = randomParams(cfg, 18);
+        const params = spreadWeights(cfg, 18);
         const ids = randomInts(12, cfg.vocabSize, 19);
         const targets = randomInts(12, cfg.vocabSize, 20);
         const run = () => {
@@ -252,7 +239,7 @@ export const modelSuite = (backend: string): void => {
       it.each(variants)("token-by-token and chunked decoding match the full forward (%s)", (label, cfg) => {
         const B = 2;
         const T = 9;
-        const params = randomParams(cfg, 21);
+        const params = spreadWeights(cfg, 21);
         const ids = randomInts(B * T, cfg.vocabSize, 22);
         const full = tf.tidy(() => Model.forward(params, cfg, idsTensor(ids, B, T)).dataSync());
         const V = cfg.vocabSize;
@@ -289,7 +276,7 @@ export const modelSuite = (backend: string): void => {
 
       it("keeps only the cache's own tensors while decoding and frees them on dispose", async () => {
         const cfg = variants[1][1];
-        const params = randomParams(cfg, 24);
+        const params = spreadWeights(cfg, 24);
         await expectNoTensorLeak(() => {
           const cache = Model.makeCache(cfg, 2);
           const before = tf.memory().numTensors;

@@ -1,4 +1,4 @@
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { availableParallelism } from "node:os";
 import { type Addon, loadAddon } from "./internal/addon";
 import * as Composite from "./Composite";

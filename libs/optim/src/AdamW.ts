@@ -1,4 +1,4 @@
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Data, Either } from "effect";
 import type { ParamSpec } from "@patchlm/core";
 import { Fused } from "@patchlm/fused";

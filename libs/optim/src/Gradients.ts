@@ -1,4 +1,4 @@
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Fused } from "@patchlm/fused";
 
 /** Trainable variables keyed by parameter-table name (the same shape as @patchlm/model's Weights). */

@@ -9,7 +9,7 @@
  * Everything is fp32; the official code averages bf16 embeddings in training mode
  * (modeling_llama.py:881-882), which differs in the last bits only (docs/method.md §6, pitfall 5).
  */
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import type { Config } from "@patchlm/core";
 import { Loss } from "@patchlm/losses";
 import { Model } from "@patchlm/model";

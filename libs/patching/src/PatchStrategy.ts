@@ -4,7 +4,7 @@
  * mean of the K embeddings, no scaling, no parameters, so the patch model and the token model are
  * the same network and every weight transfers. The others exist for ablations (docs/method.md §7).
  */
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import type { ParamSpec } from "@patchlm/core";
 
 /** A strategy's own tensors, keyed by their `ParamSpec` names. */

@@ -10,7 +10,7 @@
  * §8 TV1).
  * The official code's `logits[..., :-1, :]` against `labels[..., K:]` (modeling_llama.py:1060-1061).
  */
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Either, Schema } from "effect";
 
 /**

@@ -101,7 +101,8 @@ export const load = Effect.fn("StrategyModule.load")(function* (modulePath: stri
       detail: `exports no patch strategy (exports: ${Object.keys(namespace).join(", ") || "none"}); export objects with name, description, parameters(C, K) and aggregate(x, params)`,
     });
   }
-  return { path: file, sha256, strategies: loaded.map((s) => s.name), loaded } satisfies Loaded;
+  const result: Loaded = { path: file, sha256, strategies: loaded.map((s) => s.name), loaded };
+  return result;
 });
 
 /** The built-in strategies plus those of the loaded modules (a name taken twice is an error). */

@@ -4,24 +4,14 @@ import { Either } from "effect";
 import { Config } from "@patchlm/core";
 import { Loss } from "@patchlm/losses";
 import { Model, ParameterTable } from "@patchlm/model";
-import { expectClose, expectNoTensorLeak, randomFloats, randomInts, useBackend } from "@patchlm/testing";
+import { spreadWeights } from "@patchlm/model/testing";
+import { expectClose, expectNoTensorLeak, randomInts, useBackend } from "@patchlm/testing";
 import { Objective, PatchStrategy } from "../src";
 
 const cfg = Either.getOrThrow(
   Config.decodeConfig(Config.ModelConfig)("test", { vocabSize: 37, dModel: 32, nLayers: 2, nHeads: 4, ffnHidden: 48, contextLength: 16 }),
 );
 const V = cfg.vocabSize;
-
-/** Weights with O(1) spread, so logits differ enough for alignment mistakes to show. */
-const randomParams = (seed: number): Model.Weights => {
-  const params = Model.init(cfg, seed);
-  ParameterTable.make(cfg).forEach((spec, i) => {
-    const n = spec.shape.reduce((a, b) => a * b, 1);
-    const values = spec.decay ? randomFloats(n, seed * 100 + i, -0.3, 0.3) : randomFloats(n, seed * 100 + i, 0.6, 1.4);
-    tf.tidy(() => params[spec.name].assign(tf.tensor(values, [...spec.shape])));
-  });
-  return params;
-};
 
 const lse64 = (row: ArrayLike<number>): number => {
   const m = Math.max(...Array.from(row));
@@ -34,7 +24,7 @@ describe.each(["cpu", "wasm"])("Objective on %s", (backend) => {
   let params: Model.Weights;
   beforeAll(async () => {
     await useBackend(backend);
-    params = randomParams(3);
+    params = spreadWeights(cfg, 3);
   });
   afterAll(() => Model.dispose(params));
 

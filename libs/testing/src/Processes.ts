@@ -14,8 +14,13 @@ export const repo = path.resolve(__dirname, "..", "..", "..");
 /** An app's entry point: `apps/<app>/src/main.ts`. */
 export const appMain = (app: "trainer" | "evaluator"): string => path.join(repo, "apps", app, "src", "main.ts");
 
-/** node's arguments to run a TypeScript file in this one process: `node --import tsx <file> ...args`. */
+/**
+ * node's arguments to run a TypeScript file in this one process:
+ * `node --conditions=@patchlm/source --import tsx <file> ...args` (the condition resolves the libs
+ * to their sources, as everywhere in the workspace).
+ */
 export const tsArgs = (file: string, args: ReadonlyArray<string>): Array<string> => [
+  "--conditions=@patchlm/source",
   "--import",
   pathToFileURL(path.join(repo, "node_modules", "tsx", "dist", "loader.mjs")).href,
   file,
@@ -44,7 +49,15 @@ export const follow = (child: ChildProcess): Started => {
   let out = "";
   child.stdout?.on("data", (d) => (out += d));
   child.stderr?.on("data", (d) => (out += d));
-  const exit = new Promise<number | string>((resolve) => child.on("exit", (code, signal) => resolve(code ?? signal ?? "unknown")));
+  // A process that could not start (ENOENT, EACCES) emits "error" and never "exit": settle on
+  // that too, or whatever waits for the exit (a test's cleanup) waits forever.
+  const exit = new Promise<number | string>((resolve) => {
+    child.on("exit", (code, signal) => resolve(code ?? signal ?? "unknown"));
+    child.on("error", (e) => {
+      out += `\n[could not start: ${e.message}]\n`;
+      resolve(`error: ${e.message}`);
+    });
+  });
   return { child, output: () => out, exit };
 };
 

@@ -1,4 +1,4 @@
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { expectClose } from "./Close";
 import { randomFloats } from "./Rng";
 

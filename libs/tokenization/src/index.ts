@@ -5,3 +5,4 @@ export * as HuggingFace from "./HuggingFace";
 export * as Tiktoken from "./Tiktoken";
 export * as TextFile from "./TextFile";
 export * as TokenizerFiles from "./TokenizerFiles";
+export { BpeTrainError } from "./Bpe";

@@ -2,7 +2,7 @@
  * Training-step throughput: forward, backward, clipping and AdamW on random ids, for a preset in
  * token mode (K = 1) or patch mode. Shared by `trainer bench` and tools/bench-step.ts.
  */
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Effect, Option } from "effect";
 import { type Config, ConfigError } from "@patchlm/core";
 import { Model, ParameterTable, Presets } from "@patchlm/model";

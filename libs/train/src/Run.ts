@@ -12,8 +12,8 @@ import { Checkpoint, RunLock } from "@patchlm/checkpoint";
 import { AtomicFile, ConfigError } from "@patchlm/core";
 import { Documents } from "@patchlm/eval";
 import { LossCurve, MetricRecord, MetricsSink, Progress } from "@patchlm/metrics";
-import { Registry, StrategyModule } from "@patchlm/patching";
-import { TokenizerFiles } from "@patchlm/tokenization";
+import { type PatchStrategy, Registry, StrategyModule } from "@patchlm/patching";
+import { type Tokenizer, TokenizerFiles } from "@patchlm/tokenization";
 import * as ConfigFile from "./ConfigFile";
 import type { RunConfig } from "./RunConfig";
 import * as Setup from "./Setup";
@@ -107,12 +107,35 @@ const recoverLatest = Effect.fn("Run.recoverLatest")(function* (runDir: string) 
  * The strategies a run trains or is read with: the built-ins, plus its strategy module's. A run
  * that recorded one loads that file and refuses it changed; a new run records it.
  */
-export const strategies = Effect.fn("Run.strategies")(function* (config: RunConfig, recorded: StrategyModule.Record | undefined) {
+export const strategies = Effect.fn("Run.strategies")(function* (
+  config: RunConfig,
+  recorded: StrategyModule.Record | undefined,
+  inCode: ReadonlyArray<PatchStrategy.PatchStrategy> = [],
+) {
   const modulePath = config.patch.strategyModule;
-  if (modulePath === undefined && recorded === undefined) return { layer: Registry.layer, module: undefined };
+  const layerOf = (module: StrategyModule.Loaded | undefined): Layer.Layer<Registry.PatchStrategies, Registry.StrategyError> => {
+    const extra = [...(module?.loaded ?? []), ...inCode];
+    return extra.length === 0 ? Registry.layer : Registry.layerWith(extra);
+  };
+  if (modulePath === undefined && recorded === undefined) return { layer: layerOf(undefined), module: undefined };
   const loaded = yield* StrategyModule.load(recorded?.path ?? modulePath!, recorded);
-  return { layer: StrategyModule.registryLayer([loaded]), module: loaded };
+  return { layer: layerOf(loaded), module: loaded };
 });
+
+/**
+ * Services `Run.train` builds by default, each replaceable. A replacement is a finished layer
+ * (no error, no requirement): build anything fallible first, then pass `Layer.succeed(Tag, value)`.
+ */
+export interface Services {
+  /** Default: the tokenizer stored with the data (`TokenizerFiles.layer(config.data)`). */
+  readonly tokenizer?: Layer.Layer<Tokenizer.Tokenizer>;
+  /** Default: metrics.jsonl, TensorBoard events and log lines in the run directory. */
+  readonly metrics?: Layer.Layer<MetricsSink.MetricsSink>;
+  /** Default: a progress bar on a terminal, nothing otherwise. */
+  readonly progress?: Layer.Layer<Progress.Progress>;
+  /** Default: the built-ins, the run's strategy module's and `TrainOptions.strategies`. */
+  readonly strategies?: Layer.Layer<Registry.PatchStrategies>;
+}
 
 export interface TrainOptions {
   /** Continue from the run directory's latest checkpoint (else start a new run). */
@@ -124,6 +147,14 @@ export interface TrainOptions {
   readonly maxSteps?: number;
   /** Recorded in checkpoint manifests. */
   readonly packageVersions?: Trainer.Options["packageVersions"];
+  /**
+   * Strategies defined in the calling program, added to the built-ins (the library's counterpart
+   * of a strategy module). The run does not record them: resume it from a program that passes
+   * them again (the CLI cannot).
+   */
+  readonly strategies?: ReadonlyArray<PatchStrategy.PatchStrategy>;
+  /** Replacements for the services `train` builds by default. */
+  readonly services?: Services;
 }
 
 /**
@@ -136,7 +167,10 @@ export const train = Effect.fn("Run.train")(function* (given: RunConfig, opts: T
   const config: RunConfig =
     given.patch.strategyModule === undefined ? given : { ...given, patch: { ...given.patch, strategyModule: path.resolve(given.patch.strategyModule) } };
   const runDir = path.resolve(opts.runDir ?? path.join(config.runsDir, config.name));
-  const { layer: registry, module } = yield* strategies(config, opts.resume ? yield* StrategyModule.readRecord(runDir) : undefined);
+  const built = yield* strategies(config, opts.resume ? yield* StrategyModule.readRecord(runDir) : undefined, opts.strategies);
+  const module = built.module;
+  const registry = opts.services?.strategies ?? built.layer;
+  const tokenizer = opts.services?.tokenizer ?? TokenizerFiles.layer(config.data);
   const plan = yield* Setup.phasePlan(config);
   const options: Trainer.Options = {
     config,
@@ -147,7 +181,7 @@ export const train = Effect.fn("Run.train")(function* (given: RunConfig, opts: T
     maxSteps: opts.maxSteps,
   };
   // A new run is checked whole (data, tokenizer, model, plan, batches) before its directory exists.
-  if (!opts.resume) yield* Trainer.setup(options).pipe(Effect.provide(Layer.merge(TokenizerFiles.layer(config.data), registry)));
+  if (!opts.resume) yield* Trainer.setup(options).pipe(Effect.provide(Layer.merge(tokenizer, registry)));
   const created = !opts.resume && (yield* makeRunDirectory(runDir));
   yield* RunLock.acquire(runDir);
   // Added after the lock, so it runs before the lock is released.
@@ -165,9 +199,9 @@ export const train = Effect.fn("Run.train")(function* (given: RunConfig, opts: T
   // Only the step, for the progress bar: the listing reads no tensors (the trainer loads them).
   const startStep = opts.resume ? ((yield* Checkpoint.list(runDir)).find((c) => c.isLatest)?.step ?? 0) : 0;
   const services = Layer.mergeAll(
-    TokenizerFiles.layer(config.data),
-    MetricsSink.layer({ runDir, logLines: { totalSteps: plan.totalSteps, peakFlopsPerSecond: opts.backend.peakFlops } }),
-    Progress.layer({ totalSteps: plan.totalSteps, startStep }),
+    tokenizer,
+    opts.services?.metrics ?? MetricsSink.layer({ runDir, logLines: { totalSteps: plan.totalSteps, peakFlopsPerSecond: opts.backend.peakFlops } }),
+    opts.services?.progress ?? Progress.layer({ totalSteps: plan.totalSteps, startStep }),
     registry,
   );
   const summary = yield* Trainer.run(options).pipe(Effect.provide(services));
@@ -177,7 +211,9 @@ export const train = Effect.fn("Run.train")(function* (given: RunConfig, opts: T
 
 /** After a run (or a part of one): the loss figure, `summary.json` and a line saying how it ended. */
 export const finish = Effect.fn("Run.finish")(function* (runDir: string, config: RunConfig, summary: Trainer.Summary) {
-  const records = yield* MetricRecord.readJsonl(path.join(runDir, "metrics.jsonl"));
+  // A replaced metrics sink may write no metrics.jsonl: then there is nothing to plot.
+  const metricsFile = path.join(runDir, "metrics.jsonl");
+  const records = fs.existsSync(metricsFile) ? yield* MetricRecord.readJsonl(metricsFile) : [];
   if (records.length > 0) {
     yield* LossCurve.write(path.join(runDir, "loss.png"), records, { title: config.name, patchSize: config.patch.patchSize });
   }

@@ -2,7 +2,7 @@
  * What a run owns on the device between steps: the model's variables, the patch strategy's extra
  * variables (patch phase only) and the AdamW slots; and how they travel to and from a checkpoint.
  */
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Either } from "effect";
 import type { Config, ParamSpec } from "@patchlm/core";
 import { Safetensors } from "@patchlm/checkpoint";

@@ -7,7 +7,7 @@
  * without waiting for the device; the loss and gradient norm come back as scalar tensors for the
  * caller to read at its log interval. The single exception is `skipNonFinite`, below.
  */
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import type { Config } from "@patchlm/core";
 import type { Model } from "@patchlm/model";
 import { AdamW, Gradients } from "@patchlm/optim";

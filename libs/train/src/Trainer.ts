@@ -15,7 +15,7 @@
  * step), same weights and AdamW moments (restored bit for bit) — so its loss curve is identical.
  */
 import * as path from "node:path";
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { FileSystem } from "@effect/platform";
 import { Chunk, Effect, Either, Ref, Schema, Stream } from "effect";
 import { AtomicFile, fileErrorFrom } from "@patchlm/core";
@@ -23,7 +23,7 @@ import { Checkpoint } from "@patchlm/checkpoint";
 import { Batches, Shards } from "@patchlm/data";
 import { Score } from "@patchlm/eval";
 import { ParameterTable } from "@patchlm/model";
-import { Registry } from "@patchlm/patching";
+import { type PatchStrategy, Registry } from "@patchlm/patching";
 import { MetricRecord, MetricsSink, Progress, Throughput } from "@patchlm/metrics";
 import { Compute, PhasePlan } from "@patchlm/schedulers";
 import { Tokenizer } from "@patchlm/tokenization";
@@ -122,7 +122,7 @@ export const setup = Effect.fn("Trainer.setup")(function* (options: Options) {
   const cfg = yield* Setup.modelConfig(c, tokenizer.vocabSize);
   const plan = yield* Setup.phasePlan(c);
   const ranges = yield* Setup.dataRanges(plan, data.splits.train.tokens, c.batch.uniqueTokens);
-  const strategy = yield* Registry.lookup(c.patch.strategy);
+  const strategy: PatchStrategy.PatchStrategy = yield* Registry.lookup(c.patch.strategy);
   const accumulation = { patch: 1, token: 1 };
   for (const p of plan.phases) accumulation[p.phase] = yield* Setup.accumulation(c, p);
   return {

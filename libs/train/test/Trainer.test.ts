@@ -5,28 +5,20 @@ import { NodeContext } from "@effect/platform-node";
 import { Effect, Fiber } from "effect";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { MetricRecord } from "@patchlm/metrics";
-import { runTest, runTestFailure, useBackend } from "@patchlm/testing";
-import { config, prepareCorpus, tempRoot, train } from "./fixture";
+import { runTest, runTestFailure } from "@patchlm/testing";
+import { config, corpusForFile, train } from "./fixture";
 
 jest.setTimeout(120_000);
 
-let root: string;
-let data: string;
+const corpus = corpusForFile();
 
-beforeAll(async () => {
-  await useBackend("cpu");
-  root = tempRoot();
-  data = await prepareCorpus(root);
-});
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-
-const runsDir = (name: string) => path.join(root, name);
+const runsDir = (name: string) => path.join(corpus.root, name);
 
 describe("Trainer.run", () => {
   let full: Awaited<ReturnType<typeof runTest<Effect.Effect.Success<ReturnType<typeof train>>, unknown>>>;
 
   beforeAll(async () => {
-    full = await runTest(train(config(data, runsDir("full"))));
+    full = await runTest(train(config(corpus.data, runsDir("full"))));
   });
 
   it("runs the patch phase, switches, runs the token phase, and learns", () => {
@@ -49,7 +41,7 @@ describe("Trainer.run", () => {
   });
 
   it("logs each interval's mean loss and gradient norm, its last LR, and closes an interval at the phase end", async () => {
-    const { summary, records } = await runTest(train(config(data, runsDir("intervals"), { logEvery: 3 })));
+    const { summary, records } = await runTest(train(config(corpus.data, runsDir("intervals"), { logEvery: 3 })));
     const trains = records.filter((r) => r.values[MetricRecord.Keys.loss] !== undefined);
     // every 3 steps, plus the end of the patch phase (step 8)
     expect(trains.map((r) => r.step)).toEqual([3, 6, 8, 9, 12]);
@@ -80,7 +72,7 @@ describe("Trainer.run", () => {
     ["exactly at the switch", 8],
     ["mid token phase", 10],
   ])("a run resumed %s repeats the uninterrupted loss curve step for step", async (_label, stopAt) => {
-    const c = config(data, runsDir(`split-${stopAt}`));
+    const c = config(corpus.data, runsDir(`split-${stopAt}`));
     const first = await runTest(train(c, { maxSteps: stopAt }));
     expect(first.summary.ended).toBe("maxSteps");
     expect(first.summary.step).toBe(stopAt);
@@ -94,17 +86,17 @@ describe("Trainer.run", () => {
   });
 
   it("refuses to start over an existing run, and to resume a run that has nothing", async () => {
-    const c = config(data, runsDir("full"));
+    const c = config(corpus.data, runsDir("full"));
     const e = await runTestFailure(train(c));
     expect(e).toMatchObject({ _tag: "TrainError", reason: "RunExists" });
-    const none = await runTestFailure(train(config(data, runsDir("empty")), { resume: true }));
+    const none = await runTestFailure(train(config(corpus.data, runsDir("empty")), { resume: true }));
     expect(none).toMatchObject({ _tag: "TrainError", reason: "NothingToResume" });
     const done = await runTestFailure(train(c, { resume: true }));
     expect(done).toMatchObject({ _tag: "TrainError", reason: "Finished" });
   });
 
   it("a stop request checkpoints the last completed step", async () => {
-    const c = config(data, runsDir("stop"));
+    const c = config(corpus.data, runsDir("stop"));
     let polls = 0;
     const r = await runTest(train(c, { stopRequested: () => ++polls > 4 }));
     expect(r.summary.ended).toBe("stopped");
@@ -114,7 +106,7 @@ describe("Trainer.run", () => {
   });
 
   it("an interrupted run writes a checkpoint of its last completed step", async () => {
-    const c = config(data, runsDir("interrupt"), { checkpointEvery: 0 });
+    const c = config(corpus.data, runsDir("interrupt"), { checkpointEvery: 0 });
     const dir = path.join(runsDir("interrupt"), "r");
     // The loop polls stopRequested once before each step: 3 polls means 2 steps are done.
     let polls = 0;
@@ -135,7 +127,7 @@ describe("Trainer.run", () => {
   it("stops on repeated non-finite losses without checkpointing non-finite weights", async () => {
     // An absurd learning rate blows the weights up after the first update; the following losses
     // are non-finite and skipped until maxBadSteps stops the run before the phase-end checkpoint.
-    const c = config(data, runsDir("nan"), { optim: { lr: 1e38, warmupSteps: 0, gradClip: 0 }, maxBadSteps: 2, checkpointEvery: 0 });
+    const c = config(corpus.data, runsDir("nan"), { optim: { lr: 1e38, warmupSteps: 0, gradClip: 0 }, maxBadSteps: 2, checkpointEvery: 0 });
     const e = await runTestFailure(train(c));
     expect(e).toMatchObject({ _tag: "TrainError", reason: "NonFiniteLoss" });
     const dir = path.join(runsDir("nan"), "r");
@@ -148,8 +140,8 @@ describe("Trainer.run", () => {
 
   it("reports a data error as the data lib names it (a truncated shard), not as a stream that ended early", async () => {
     // Regression (issue 16 D1): the stream's Some(error) was taken for its end.
-    const copy = path.join(root, "data-truncated");
-    fs.cpSync(data, copy, { recursive: true });
+    const copy = path.join(corpus.root, "data-truncated");
+    fs.cpSync(corpus.data, copy, { recursive: true });
     const shard = fs.readdirSync(copy).find((f) => f.startsWith("train-") && f.endsWith(".bin"))!;
     fs.truncateSync(path.join(copy, shard), fs.statSync(path.join(copy, shard)).size - 5);
     const e = (await runTestFailure(train(config(copy, runsDir("truncated"))))) as { _tag: string; message: string };
@@ -158,7 +150,7 @@ describe("Trainer.run", () => {
   });
 
   it("records CPU seconds and carries them across a resume", async () => {
-    const c = config(data, runsDir("cpu"));
+    const c = config(corpus.data, runsDir("cpu"));
     const first = await runTest(train(c, { maxSteps: 6 }));
     expect(first.summary.cpuSeconds).toBeGreaterThan(0);
     const second = await runTest(train(c, { resume: true }));
@@ -167,11 +159,11 @@ describe("Trainer.run", () => {
 
   it("with batch.uniqueTokens, repeats the first U tokens for several epochs (multi-epoch form)", async () => {
     // 3072 tokens of budget over U = 1024: three epochs, the patch phase for the first two.
-    const c = config(data, runsDir("epochs"), { batch: { tokens: 3072, batchTokens: 256, seqLen: 16, microBatch: 4, uniqueTokens: 1024 } });
+    const c = config(corpus.data, runsDir("epochs"), { batch: { tokens: 3072, batchTokens: 256, seqLen: 16, microBatch: 4, uniqueTokens: 1024 } });
     const r = await runTest(train(c));
     expect(r.summary.ended).toBe("finished");
     expect(r.summary.step).toBe(12);
-    const tooMany = config(data, runsDir("epochs-bad"), { batch: { tokens: 3072, batchTokens: 256, seqLen: 16, microBatch: 4, uniqueTokens: 10 ** 9 } });
+    const tooMany = config(corpus.data, runsDir("epochs-bad"), { batch: { tokens: 3072, batchTokens: 256, seqLen: 16, microBatch: 4, uniqueTokens: 10 ** 9 } });
     const e = (await runTestFailure(train(tooMany))) as { _tag: string; message: string };
     expect(e._tag).toBe("ConfigError");
     expect(e.message).toMatch(/batch\.uniqueTokens: 1000000000 exceeds the \d+ tokens of the train split/);
@@ -179,7 +171,7 @@ describe("Trainer.run", () => {
 
   it("leaves no tensors behind", async () => {
     const before = tf.memory().numTensors;
-    await runTest(train(config(data, runsDir("leak")), { maxSteps: 3 }));
+    await runTest(train(config(corpus.data, runsDir("leak")), { maxSteps: 3 }));
     expect(tf.memory().numTensors).toBe(before);
   });
 });

@@ -10,7 +10,7 @@ import { Effect, Either, Layer } from "effect";
 import { Corpus, Prepare } from "@patchlm/data";
 import { MetricsSink, Progress } from "@patchlm/metrics";
 import { Registry } from "@patchlm/patching";
-import { runTest } from "@patchlm/testing";
+import { runTest, useBackend } from "@patchlm/testing";
 import { TokenizerFiles } from "@patchlm/tokenization";
 import { RunConfig, Trainer } from "../src";
 
@@ -36,6 +36,21 @@ export const prepareCorpus = async (root: string, docs = 12): Promise<string> =>
 };
 
 export const tempRoot = (): string => fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-trainer-"));
+
+/**
+ * A test file's corpus: before its tests, the cpu backend and a temporary root holding the
+ * prepared corpus (`root`, `data` are set then); removed after them.
+ */
+export const corpusForFile = (): { root: string; data: string } => {
+  const corpus = { root: "", data: "" };
+  beforeAll(async () => {
+    await useBackend("cpu");
+    corpus.root = tempRoot();
+    corpus.data = await prepareCorpus(corpus.root);
+  });
+  afterAll(() => fs.rmSync(corpus.root, { recursive: true, force: true }));
+  return corpus;
+};
 
 /**
  * 12 steps of 256 tokens: 8 patch steps (K = 4, sequences of 64 tokens = 16 patches) and 4 token

@@ -1,4 +1,4 @@
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 
 /**
  * Keys and values of the positions decoded so far, one pair per layer, for incremental decoding.

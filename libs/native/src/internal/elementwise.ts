@@ -1,4 +1,4 @@
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { type Addon, BinaryOp, UnaryOp } from "./addon";
 import { allocateF32, f32, nativeKernel, output } from "./kernelUtil";
 

@@ -1,4 +1,4 @@
-import * as tf from "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
 import { Fused } from "@patchlm/fused";
 import type { Addon } from "./addon";
 import { allocateF32, f32, i32, type KernelArgs, output } from "./kernelUtil";

@@ -71,9 +71,12 @@ export const make = (
       }
     };
 
+    // Compiled (a package's dist/), the worker body is JavaScript already; run from source, a
+    // CommonJS shim registers tsx in the worker first.
+    const workerFile = path.join(__dirname, __filename.endsWith(".ts") ? "encodeWorker.cjs" : "encodeWorker.js");
     const start = (): Array<Slot> =>
       Array.from({ length: threads }, () => {
-        const worker = new Worker(path.join(__dirname, "encodeWorker.cjs"), { workerData: spec });
+        const worker = new Worker(workerFile, { workerData: spec });
         const slot: Slot = { worker, running: new Map() };
         worker.unref();
         worker.on("message", (message: { id: number; results?: ReadonlyArray<Uint32Array>; error?: string }) => {

@@ -1,4 +1,3 @@
-import type { GptEncoding } from "gpt-tokenizer/GptEncoding";
 import { ByteLevelBpeEncoder, type EncoderTable } from "./byteLevelBpe";
 
 /** The tiktoken encodings patchlm offers, by their tiktoken names. */
@@ -13,10 +12,16 @@ export type EncoderSpec =
  * Load a gpt-tokenizer encoding. Dynamic import: each rank table is megabytes of JavaScript, so
  * only the encoding in use is parsed, and importing this lib costs nothing.
  */
-export const loadTiktoken = async (encoding: TiktokenEncoding): Promise<GptEncoding> => {
+export const loadTiktoken = async (encoding: TiktokenEncoding) => {
   const module = encoding === "gpt2" ? await import("gpt-tokenizer/encoding/gpt2") : await import("gpt-tokenizer/encoding/cl100k_base");
   return module.default;
 };
+
+/**
+ * A loaded encoding. Named from the import above rather than from "gpt-tokenizer/GptEncoding",
+ * which a compiled CommonJS build would resolve to the package's other (CommonJS) copy of the type.
+ */
+export type GptEncoding = Awaited<ReturnType<typeof loadTiktoken>>;
 
 // Special-token strings in the text are ordinary text: patchlm inserts special ids itself, and a
 // document that quotes "<|endoftext|>" must round-trip (gpt-tokenizer would otherwise throw).
