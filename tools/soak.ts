@@ -8,7 +8,7 @@
  * for bit. Prints JSON: the reference, each trial (where its kill landed, what it compared) and
  * the verdict; exits 1 on any mismatch.
  *
- *   node --import tsx tools/soak.ts [--trials 20] [--backend cpu] [--seed 1] [--steps 12] [--keep]
+ *   npx tsx tools/soak.ts [--trials 20] [--backend cpu] [--seed 1] [--steps 12] [--keep]
  *
  * The run: tiny preset, byte tokenizer, a generated corpus, 256 tokens a step, K=4 for the first
  * 2/3 of the steps, then 4 micro-batches a step at token level, a checkpoint every 2 steps and a

@@ -1,6 +1,6 @@
 /**
  * A training script on the libraries alone, as a user writes one (typechecked with the workspace;
- * run it with `node --import tsx tools/examples/train.ts` after `npm run prepare-data`).
+ * run it with `npx tsx tools/examples/train.ts` after `npm run prepare-data`).
  */
 import { NodeContext, NodeRuntime } from "@effect/platform-node";
 import { Effect } from "effect";
