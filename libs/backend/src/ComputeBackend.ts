@@ -6,7 +6,7 @@ import { Config, Context, Effect, Layer, Option, Schema } from "effect";
 import { availableParallelism } from "node:os";
 import { BackendError } from "./Errors";
 import { idleCores, readCpuTimes, threadsFor } from "./internal/idle";
-import { defaultClockGhz, estimatePeakGflops } from "./internal/peak";
+import { cachedPeak, defaultClockGhz, estimatePeakGflops, machineKey, peakCacheFile } from "./internal/peak";
 import { probeTensorflow, tensorflowPackages } from "./internal/tensorflow";
 import * as WasmKernels from "./internal/wasmKernels";
 import * as WasmThreads from "./internal/wasmThreads";
@@ -55,6 +55,8 @@ export interface Service {
   /** FP32 peak of the machine in GFLOP/s, for MFU; undefined when unknown. */
   readonly peakGflops: number | undefined;
   readonly peakSource: "options" | "env" | "measured" | "estimate" | "unknown";
+  /** For a measured peak: when ("on 2026-12-07" from the cache, or "now") and the cache file that keeps it. */
+  readonly peakDetail?: string;
   /** Implementation details for logs and bench output (package, BLAS build, kernel fixes). */
   readonly detail: string;
   /** Why better backends were passed over, one entry each (auto only). */
@@ -136,6 +138,7 @@ const probe = (name: BackendName, threads: number | undefined): Effect.Effect<Pr
                 (info.blasCoreDetected === undefined
                   ? ")"
                   : `; OpenBLAS 0.3.21 misdetected this CPU as ${info.blasCoreDetected}, core chosen by CPU features as upstream OpenBLAS does; PATCHLM_BLAS_REDETECT=0 keeps OpenBLAS's pick)`),
+              `GEMM ${info.gemm} (${info.gemmReason}; PATCHLM_GEMM=own|openblas chooses)`,
               `${info.kernels.length} native kernels`,
               ...[NativeBackend.advice(info)].filter((a) => a !== undefined),
             ].join("; "),
@@ -212,9 +215,18 @@ const resolvePeak = (options: Options, threads: number | undefined) =>
       Effect.mapError(badSetting(env.clockGhz)),
       Effect.flatMap(positive(env.clockGhz)),
     );
-    // Virtual machines report a nominal clock, so without a user's figure the peak is measured.
-    const measured = clock === undefined ? NativeBackend.measurePeakGflops(threads ?? availableParallelism()) : undefined;
-    if (measured !== undefined) return { peakGflops: measured, peakSource: "measured" as const };
+    // Virtual machines report a nominal clock, so without a user's figure the peak is measured,
+    // once per machine: the cache keeps it, so MFU figures of one machine stay comparable.
+    if (clock === undefined) {
+      const n = threads ?? availableParallelism();
+      const file = peakCacheFile(yield* optionalEnv(Config.string("XDG_CACHE_HOME")).pipe(Effect.orElseSucceed(() => undefined)));
+      const peak = cachedPeak(file, machineKey(n), () => NativeBackend.measurePeakGflops(n));
+      if (peak !== undefined) {
+        const where = peak.writeError === undefined ? `cached in ${file}` : `not cached: ${peak.writeError}`;
+        const detail = `${peak.cached ? `on ${peak.measuredAt}` : `now (${peak.measuredAt})`}, ${where}; delete it to measure again`;
+        return { peakGflops: peak.gflops, peakSource: "measured" as const, peakDetail: detail };
+      }
+    }
     const estimate = estimatePeakGflops(clock ?? defaultClockGhz);
     return estimate === undefined
       ? { peakGflops: undefined, peakSource: "unknown" as const }
@@ -233,7 +245,7 @@ const resolveThreads = (options: Options) =>
 export const make = Effect.fn("ComputeBackend.make")(function* (options: Options = {}) {
   const { choice, chosenBy } = yield* resolveChoice(options);
   const threads = yield* resolveThreads(options);
-  const { peakGflops, peakSource } = yield* resolvePeak(options, threads);
+  const peak = yield* resolvePeak(options, threads);
   const candidates = choice === "auto" ? preference : [choice];
   const skipped: Array<{ backend: BackendName; reason: string }> = [];
   for (const name of candidates) {
@@ -251,7 +263,7 @@ export const make = Effect.fn("ComputeBackend.make")(function* (options: Options
       skipped.push({ backend: name, reason: probed.reason });
       continue;
     }
-    const service: Service = { name, chosenBy, ...probed.activated, peakGflops, peakSource, skipped };
+    const service: Service = { name, chosenBy, ...probed.activated, ...peak, skipped };
     yield* logChoice(service);
     return service;
   }
@@ -265,7 +277,7 @@ export const make = Effect.fn("ComputeBackend.make")(function* (options: Options
  * missing tensorflow package is the normal case and is left to the debug line.
  */
 export const describe = (s: Service): { readonly level: "Info" | "Warning"; readonly line: string } => {
-  const peak = s.peakGflops === undefined ? "unknown" : `${s.peakGflops} GFLOP/s (${s.peakSource})`;
+  const peak = s.peakGflops === undefined ? "unknown" : `${s.peakGflops} GFLOP/s (${s.peakSource}${s.peakDetail === undefined ? "" : ` ${s.peakDetail}`})`;
   const line = `compute backend: ${s.name} (${s.chosenBy}), ${s.threads} thread(s), FP32 peak ${peak}; ${s.detail}`;
   const native = s.skipped.find((x) => x.backend === "native");
   return native === undefined

@@ -2,12 +2,20 @@ import * as tf from "@tensorflow/tfjs";
 import { NativeBackend } from "@patchlm/native";
 import { runTest, runTestFailure } from "@patchlm/testing";
 import { ConfigProvider, Effect, HashMap, List, Logger, LogLevel } from "effect";
+import * as fs from "node:fs";
+import * as os from "node:os";
 import { availableParallelism } from "node:os";
+import * as path from "node:path";
 import { ComputeBackend } from "../src";
-import { flopsPerCycle } from "../src/internal/peak";
+import { flopsPerCycle, machineKey, peakCacheFile } from "../src/internal/peak";
+
+// The peak cache of these tests: a temporary folder, never the user's ~/.cache.
+const cacheHome = fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-peak-"));
+afterAll(() => fs.rmSync(cacheHome, { recursive: true, force: true }));
 
 /** Run `make` with a fixed environment (never the real one) and capture the log lines. */
-const make = (options: ComputeBackend.Options, env: Record<string, string> = {}) => {
+const make = (options: ComputeBackend.Options, given: Record<string, string> = {}) => {
+  const env = { XDG_CACHE_HOME: cacheHome, ...given };
   const lines: Array<{ level: string; message: string; annotations: Record<string, unknown> }> = [];
   const logger = Logger.make(({ logLevel, message, annotations }) => {
     lines.push({
@@ -147,6 +155,26 @@ describe("ComputeBackend", () => {
     } else {
       expect(s.peakSource).toBe("estimate");
     }
+  });
+
+  (nativeHere ? it : it.skip)("measures the peak once per machine, then reads it from the cache: the same machine reports the same peak", async () => {
+    const home = fs.mkdtempSync(path.join(cacheHome, "once-"));
+    const file = peakCacheFile(home);
+    const first = await runTest(make({ backend: "cpu", threads: 2 }, { XDG_CACHE_HOME: home }).effect);
+    expect(first.peakDetail).toMatch(/^now \(\d{4}-\d{2}-\d{2}\), cached in /);
+    const stored = JSON.parse(fs.readFileSync(file, "utf8")) as { machines: Record<string, { gflops: number }> };
+    expect(stored.machines[machineKey(2)]!.gflops).toBe(first.peakGflops);
+    // What the cache says wins over a new measurement: a planted figure comes back as it is.
+    fs.writeFileSync(file, JSON.stringify({ machines: { [machineKey(2)]: { gflops: 123.4, measuredAt: "2026-01-02" } } }));
+    const again = await runTest(make({ backend: "cpu", threads: 2 }, { XDG_CACHE_HOME: home }).effect);
+    expect(again).toMatchObject({ peakGflops: 123.4, peakSource: "measured" });
+    expect(again.peakDetail).toBe(`on 2026-01-02, cached in ${file}; delete it to measure again`);
+    expect(ComputeBackend.describe(again).line).toContain("FP32 peak 123.4 GFLOP/s (measured on 2026-01-02, cached in");
+    // A damaged cache is measured over and rewritten, not an error.
+    fs.writeFileSync(file, "{ not json");
+    const repaired = await runTest(make({ backend: "cpu", threads: 2 }, { XDG_CACHE_HOME: home }).effect);
+    expect(repaired.peakDetail).toMatch(/^now \(/);
+    expect(JSON.parse(fs.readFileSync(file, "utf8")).machines[machineKey(2)].gflops).toBe(repaired.peakGflops);
   });
 
   it("provides the service through layerFor", async () => {

@@ -30,11 +30,10 @@ export interface Info {
   readonly blasThreads: number;
   /** Threads of the addon's own pool for elementwise work (including the calling thread). */
   readonly poolThreads: number;
-  /**
-   * The GEMM behind BatchMatMul and attention: "openblas" (the default), or "own avx512" etc.
-   * (the default of an addon built without OpenBLAS).
-   */
+  /** The GEMM behind BatchMatMul and attention: "openblas", or "own avx512", "own avx2", "own portable". */
   readonly gemm: string;
+  /** Why that GEMM: the default policy's reason (`defaultGemm`), or the option or variable that chose it. */
+  readonly gemmReason: string;
   /** Kernel paths of our own GEMM this CPU runs, fastest first. */
   readonly gemmIsas: ReadonlyArray<GemmIsa>;
   /** Kernels with a native implementation; every other kernel is the cpu backend's. */
@@ -59,10 +58,10 @@ export interface Options {
    */
   readonly redetectBlasCore?: boolean;
   /**
-   * The GEMM for BatchMatMul and the attention kernels (opt-in, experimental): "own" is our own
-   * packed SGEMM (src/cc/sgemm.cc) on its fastest kernel path for this CPU, or on the path named
-   * by `gemmIsa`; "openblas" is OpenBLAS's sgemm. Absent: the environment variables PATCHLM_GEMM
-   * (own | openblas) and PATCHLM_GEMM_ISA (avx512 | avx2 | portable); absent too, OpenBLAS.
+   * The GEMM for BatchMatMul and the attention kernels: "own" is our own packed SGEMM
+   * (src/cc/sgemm.cc) on its fastest kernel path for this CPU, or on the path named by `gemmIsa`;
+   * "openblas" is OpenBLAS's sgemm. Absent: the environment variables PATCHLM_GEMM (own |
+   * openblas) and PATCHLM_GEMM_ISA (avx512 | avx2 | portable); absent too, `defaultGemm`.
    */
   readonly gemm?: "own" | "openblas";
   readonly gemmIsa?: GemmIsa;
@@ -72,6 +71,31 @@ export interface Options {
 export type GemmIsa = "avx512" | "avx2" | "portable";
 const gemmIsaCodes: Record<GemmIsa, number> = { portable: 0, avx2: 1, avx512: 2 };
 const isGemmIsa = (s: string): s is GemmIsa => Object.hasOwn(gemmIsaCodes, s);
+
+/** OpenBLAS's kernel sets (its core names) that run AVX-512. */
+const avx512BlasCores = new Set(["SkylakeX", "Cooperlake", "SapphireRapids"]);
+
+/**
+ * The GEMM a backend uses unless told otherwise, from what the addon offers and the OpenBLAS
+ * kernels in use (after `redetectBlasCore`). Measured in docs/performance.md: our AVX-512 kernels
+ * are 1.35–2.0× OpenBLAS's AVX2 ones (the "Haswell" core that OPENBLAS_CORETYPE=Haswell forces)
+ * but 0.72–1.09× its AVX-512 ones, and our AVX2 path runs at about half our AVX-512 speed. So:
+ * ours where it has AVX-512 and OpenBLAS does not, or where there is no OpenBLAS; OpenBLAS
+ * otherwise. Our portable path (scalar C++, 3% of OpenBLAS) is never a default while OpenBLAS
+ * exists.
+ */
+export const defaultGemm = (addon: {
+  readonly blas: string;
+  readonly blasCore: string;
+  readonly gemmIsas: ReadonlyArray<GemmIsa>;
+}): { readonly isa: GemmIsa | "openblas"; readonly reason: string } => {
+  const best = addon.gemmIsas[0] ?? "portable";
+  if (addon.blas === "none") return { isa: best, reason: "built without OpenBLAS" };
+  if (best === "avx512" && !avx512BlasCores.has(addon.blasCore)) {
+    return { isa: "avx512", reason: `OpenBLAS runs its ${addon.blasCore} kernels, without AVX-512` };
+  }
+  return { isa: "openblas", reason: `OpenBLAS's ${addon.blasCore} kernels${best === "avx512" ? " use AVX-512 too" : ""}` };
+};
 
 /** The GEMM choice from the options, else the environment; undefined keeps the current one. */
 const gemmChoice = (options: Options): { readonly isa: GemmIsa | "best" | "openblas" } | { readonly error: string } | undefined => {
@@ -123,6 +147,7 @@ const nativeKernels = (addon: Addon): ReadonlyArray<tf.KernelConfig> =>
 
 let registered: Info | undefined;
 let blasCoreDetected: string | undefined;
+let gemmReason = "";
 
 const envThreads = (): number | undefined => {
   const n = Number(process.env.OPENBLAS_NUM_THREADS);
@@ -139,6 +164,7 @@ const readInfo = (addon: Addon, kernels: ReadonlyArray<string>, blasCoreDetected
     blasThreads: i.blasThreads,
     poolThreads: i.poolThreads,
     gemm: i.gemm,
+    gemmReason,
     gemmIsas: i.gemmIsas.filter(isGemmIsa),
     kernels,
   };
@@ -158,12 +184,19 @@ export const register = (options: Options = {}): Registration => {
   if (gemm !== undefined) {
     const error = applyGemm(addon, gemm.isa);
     if (error !== undefined) return { _tag: "Unavailable", reason: error };
+    gemmReason = options.gemm !== undefined ? "chosen by the caller" : `PATCHLM_GEMM=${process.env.PATCHLM_GEMM}`;
   }
   if (registered === undefined) {
     // Before the first BLAS call: OpenBLAS may only be re-initialised while idle.
     const detected = addon.info().blasCore;
     const redetect = options.redetectBlasCore ?? process.env.PATCHLM_BLAS_REDETECT !== "0";
     blasCoreDetected = redetect && addon.redetectBlasCore() !== detected ? detected : undefined;
+    if (gemm === undefined) {
+      // The default needs the kernels OpenBLAS really runs, so it comes after the redetection.
+      const i = addon.info();
+      const chosen = defaultGemm({ blas: i.blasConfig, blasCore: i.blasCore, gemmIsas: i.gemmIsas.filter(isGemmIsa) });
+      if (applyGemm(addon, chosen.isa) === undefined) gemmReason = `default: ${chosen.reason}`;
+    }
   }
   const threads = options.threads ?? envThreads() ?? availableParallelism();
   addon.setThreads(threads, threads);
@@ -188,7 +221,13 @@ export const register = (options: Options = {}): Registration => {
  */
 export const selectGemm = (gemm: "openblas" | GemmIsa): string | undefined => {
   const loaded = loadAddon();
-  return loaded._tag === "Missing" ? loaded.reason : applyGemm(loaded.addon, gemm);
+  if (loaded._tag === "Missing") return loaded.reason;
+  const error = applyGemm(loaded.addon, gemm);
+  if (error === undefined) {
+    gemmReason = "selected by selectGemm";
+    if (registered !== undefined) registered = { ...registered, gemm: loaded.addon.info().gemm, gemmReason };
+  }
+  return error;
 };
 
 /**
@@ -209,7 +248,7 @@ const sseOnlyCores = new Set(["Prescott", "Core2", "Penryn", "Dunnington", "Neha
  * 100-450) unless `register` repaired that (`Options.redetectBlasCore`).
  */
 export const advice = (info: Info): string | undefined =>
-  sseOnlyCores.has(info.blasCore)
+  info.gemm === "openblas" && sseOnlyCores.has(info.blasCore)
     ? `OpenBLAS uses its ${info.blasCore} (SSE) kernels because it did not recognise this CPU; ` +
       "if the CPU has AVX-512 or AVX2, OPENBLAS_CORETYPE=SkylakeX or OPENBLAS_CORETYPE=Haswell makes GEMM several times faster"
     : undefined;
@@ -218,7 +257,7 @@ let measuredPeak: number | undefined;
 
 /**
  * The machine's FP32 peak in GFLOP/s, measured once per process: register-only FMA chains at the
- * widest vector width of this build on `threads` threads at once (about 0.3 s). Undefined when the
+ * widest vector width of this build on `threads` threads at once, the best of about 1 s. Undefined when the
  * addon is missing. Other processes on the cores lower it, so measure on an idle machine.
  */
 export const measurePeakGflops = (threads: number = availableParallelism()): number | undefined => {
@@ -227,7 +266,7 @@ export const measurePeakGflops = (threads: number = availableParallelism()): num
   if (loaded._tag === "Missing") return undefined;
   const pool = loaded.addon.info().poolThreads;
   loaded.addon.setThreads(loaded.addon.info().blasThreads, threads);
-  measuredPeak = Math.round(loaded.addon.peakGflops(0.3) * 10) / 10;
+  measuredPeak = Math.round(loaded.addon.peakGflops(1.0) * 10) / 10;
   loaded.addon.setThreads(loaded.addon.info().blasThreads, pool);
   return measuredPeak;
 };

@@ -104,18 +104,39 @@ const modelShapes: ReadonlyArray<[number, number, number]> = [
 
 // An addon built without OpenBLAS (none at build time, or PATCHLM_NO_OPENBLAS=1) has only ours.
 const withOpenblas = registration._tag === "Registered" && registration.info.blas !== "none";
-// What each test file's processes get by default; restored after these tests.
-const defaultGemm = withOpenblas ? "openblas" : supported[0];
+// What each test file's processes get by default (the policy under test below); restored after these tests.
+const registered = registration._tag === "Registered" ? registration.info : undefined;
+const defaultChoice = registered === undefined ? undefined : NativeBackend.defaultGemm(registered).isa;
+
+describe("NativeBackend.defaultGemm (the policy, from docs/performance.md's measurements)", () => {
+  const isasOf = { avx512: ["avx512", "avx2", "portable"], avx2: ["avx2", "portable"], none: ["portable"] } as const;
+  it.each([
+    ["AVX-512 CPU, OpenBLAS forced to its AVX2 kernels (OPENBLAS_CORETYPE=Haswell)", "Haswell", isasOf.avx512, "avx512"],
+    ["AVX-512 CPU, OpenBLAS on AVX2 Zen kernels", "Zen", isasOf.avx512, "avx512"],
+    ["AVX-512 CPU, OpenBLAS on its AVX-512 kernels", "Cooperlake", isasOf.avx512, "openblas"],
+    ["AVX-512 CPU, OpenBLAS on SkylakeX kernels", "SkylakeX", isasOf.avx512, "openblas"],
+    ["AVX2 CPU: our AVX2 path is about half our AVX-512 speed, below OpenBLAS's", "Haswell", isasOf.avx2, "openblas"],
+    ["a CPU without AVX2: never the portable path while OpenBLAS exists", "Prescott", isasOf.none, "openblas"],
+  ])("%s", (_what, blasCore, gemmIsas, want) => {
+    expect(NativeBackend.defaultGemm({ blas: "OpenBLAS 0.3.21", blasCore, gemmIsas }).isa).toBe(want);
+  });
+
+  it("is ours, on the fastest path, in a build without OpenBLAS", () => {
+    expect(NativeBackend.defaultGemm({ blas: "none", blasCore: "none", gemmIsas: isasOf.avx2 })).toEqual({ isa: "avx2", reason: "built without OpenBLAS" });
+    expect(NativeBackend.defaultGemm({ blas: "none", blasCore: "none", gemmIsas: isasOf.none }).isa).toBe("portable");
+  });
+});
 
 describeNative("our own SGEMM", () => {
   afterAll(() => {
-    expect(NativeBackend.selectGemm(defaultGemm)).toBeUndefined();
+    expect(NativeBackend.selectGemm(defaultChoice!)).toBeUndefined();
   });
 
-  it("is off unless asked for: OpenBLAS by default (ours when built without OpenBLAS)", () => {
+  it("is the default where the policy picks it, and the backend says why", () => {
     if (process.env.PATCHLM_GEMM !== undefined) return;
     const r = NativeBackend.register({ threads: 2 });
-    expect(r._tag === "Registered" && r.info.gemm).toBe(withOpenblas ? "openblas" : `own ${supported[0]}`);
+    expect(r._tag === "Registered" && r.info.gemm).toBe(defaultChoice === "openblas" ? "openblas" : `own ${defaultChoice}`);
+    expect(r._tag === "Registered" && r.info.gemmReason).toMatch(/^default: /);
     if (!withOpenblas) expect(NativeBackend.selectGemm("openblas")).toContain("built without OpenBLAS");
   });
 

@@ -1,5 +1,6 @@
-import { readFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { availableParallelism, homedir } from "node:os";
+import * as path from "node:path";
 
 /**
  * The reference machines' sustained all-core clock. Virtual machines report a nominal clock in
@@ -32,4 +33,64 @@ export const estimatePeakGflops = (clockGhz: number): number | undefined => {
   const flags = cpuFlags();
   if (flags === undefined) return undefined;
   return Math.round(availableParallelism() * clockGhz * flopsPerCycle(flags) * 10) / 10;
+};
+
+/** One machine's measured peak, as the cache keeps it. */
+export interface CachedPeak {
+  readonly gflops: number;
+  /** ISO date of the measurement. */
+  readonly measuredAt: string;
+}
+
+/** What identifies "the same machine" for a peak: the CPU model, its vector ISA and the threads used. */
+export const machineKey = (threads: number): string => {
+  let model = "unknown CPU";
+  try {
+    model = readFileSync("/proc/cpuinfo", "utf8").match(/^model name\s*:\s*(.+)$/m)?.[1]?.trim() ?? model;
+  } catch {
+    // not Linux: the key still separates ISAs and thread counts
+  }
+  const flags = cpuFlags() ?? new Set<string>();
+  const isa = flags.has("avx512f") ? "avx512" : flags.has("avx2") && flags.has("fma") ? "avx2" : "baseline";
+  return `${model} | ${isa} | ${threads} threads`;
+};
+
+/** The cache file: `<XDG_CACHE_HOME or ~/.cache>/patchlm/peak-gflops.json`. */
+export const peakCacheFile = (cacheHome: string | undefined): string =>
+  path.join(cacheHome !== undefined && cacheHome !== "" ? cacheHome : path.join(homedir(), ".cache"), "patchlm", "peak-gflops.json");
+
+const readCache = (file: string): Record<string, CachedPeak> => {
+  try {
+    const parsed = JSON.parse(readFileSync(file, "utf8")) as { machines?: Record<string, CachedPeak> };
+    return parsed.machines ?? {};
+  } catch {
+    return {}; // missing or unreadable: measure again and rewrite it
+  }
+};
+
+/**
+ * The machine's peak, measured once and then read from the cache, so the same machine always
+ * reports the same peak (a fresh measurement swings with whatever else runs on the cores).
+ * `measure` runs only on a miss; a cache that cannot be written leaves the measurement uncached.
+ */
+export const cachedPeak = (
+  file: string,
+  key: string,
+  measure: () => number | undefined,
+): { readonly gflops: number; readonly measuredAt: string; readonly cached: boolean; readonly writeError?: string } | undefined => {
+  const machines = readCache(file);
+  const hit = machines[key];
+  if (hit !== undefined && Number.isFinite(hit.gflops) && hit.gflops > 0) return { ...hit, cached: true };
+  const gflops = measure();
+  if (gflops === undefined) return undefined;
+  const entry: CachedPeak = { gflops, measuredAt: new Date().toISOString().slice(0, 10) };
+  try {
+    mkdirSync(path.dirname(file), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ machines: { ...machines, [key]: entry } }, null, 2) + "\n");
+    renameSync(tmp, file); // atomic: a concurrent reader sees the old file or the new one
+    return { ...entry, cached: false };
+  } catch (e) {
+    return { ...entry, cached: false, writeError: (e as Error).message };
+  }
 };
