@@ -107,6 +107,11 @@ try {
     patch.patch?.strategy === "channel-weighted-mean" && patch.patch.K === 4 && Number.isFinite(patch.patch.loss),
     JSON.stringify(patch.patch),
   );
+  // The run's context is 16 tokens (bytes here): a 4-byte prompt leaves room for 8 new ones.
+  const generated = npx("patchlm-evaluator", ["generate", "runs/cli", "--prompt", "Line", "--max-new-tokens", "8", "--greedy"]);
+  check("evaluator: generate continues a prompt from the run", Buffer.byteLength(generated.replace(/\n$/, "")) >= 1, JSON.stringify(generated));
+  const compared = npx("patchlm-evaluator", ["compare", "runs/cli", "runs/library", "--no-eval", "--out", "report"]);
+  check("evaluator: compare shows each run's strategy", (compared.match(/channel-weighted-mean/g) ?? []).length >= 2);
 } catch (e) {
   check("the example ran to its end", false, (e as Error).message);
 } finally {
