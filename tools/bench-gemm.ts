@@ -12,6 +12,7 @@
  * Float32Arrays through the addon (NativeBackend.gemm), split across the addon's pool as
  * BatchMatMul does. OpenBLAS reads OPENBLAS_CORETYPE at load time; the JSON records it.
  */
+import { ComputeBackend } from "@patchlm/backend";
 import { NativeBackend } from "@patchlm/native";
 import { availableParallelism, cpus } from "node:os";
 import { parseArgs } from "node:util";
@@ -98,6 +99,8 @@ const median = (xs: ReadonlyArray<number>): number => {
 
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
+// The machine's FP32 peak as MFU uses it (measured once, cached per machine and thread count).
+const peak = ComputeBackend.machinePeakGflops(threads);
 const results = shapes.map((s) => {
   const a = randomFloats(s.M * s.K);
   const b = randomFloats(s.K * s.N);
@@ -115,6 +118,7 @@ const results = shapes.map((s) => {
   return {
     ...s,
     gflops,
+    fractionOfPeak: peak === undefined ? null : Object.fromEntries(paths.map((p) => [p, Math.round((gflops[p] / peak.gflops) * 1000) / 1000])),
     ratioToOpenblas: Object.fromEntries(paths.filter((p) => p !== "openblas").map((p) => [p, openblas > 0 ? Math.round((gflops[p] / openblas) * 100) / 100 : null])),
   };
 });
@@ -129,6 +133,7 @@ console.log(
       poolThreads: registration.info.poolThreads,
       gemmIsas: registration.info.gemmIsas,
       openblas: { ...openblasReport(), build: registration.info.blas },
+      peak: peak === undefined ? null : { gflops: peak.gflops, source: `measured on ${peak.measuredAt}, cached in ${peak.file}` },
       secondsPerShapeAndPath: seconds,
       rounds,
       note: "median GFLOP/s over rounds; each round runs every path in turn on the same operands",

@@ -69,15 +69,15 @@ interface ModeResult {
   readonly tokensPerSec: number;
   readonly msPerStep: number;
 }
-const samples = new Map<string, Array<{ token: number; patch: number; detail: string }>>();
+const samples = new Map<string, Array<{ token: number; patch: number; peakRssMiB: number; detail: string }>>();
 for (let round = 0; round < rounds; round++) {
   for (const s of setups) {
     const r = spawnSync(s.command, s.args, { cwd: repo, env: s.env, encoding: "utf8", maxBuffer: 16 * 1024 * 1024 });
     if (r.status !== 0) throw new Error(`${s.name} failed (exit ${r.status}):\n${r.stderr.slice(-2000)}`);
-    const report = JSON.parse(r.stdout) as { results: ReadonlyArray<ModeResult>; backend?: { detail: string }; openblas?: unknown };
+    const report = JSON.parse(r.stdout) as { results: ReadonlyArray<ModeResult>; backend?: { detail: string }; openblas?: unknown; peakRssMiB: number };
     const by = (mode: string) => report.results.find((x) => x.mode === mode)!.tokensPerSec;
     const list = samples.get(s.name) ?? [];
-    list.push({ token: by("token"), patch: by("patch"), detail: report.backend?.detail ?? JSON.stringify(report.openblas ?? null) });
+    list.push({ token: by("token"), patch: by("patch"), peakRssMiB: report.peakRssMiB, detail: report.backend?.detail ?? JSON.stringify(report.openblas ?? null) });
     samples.set(s.name, list);
   }
 }
@@ -93,6 +93,7 @@ const summary = setups.map((s) => {
     environment: s.envNote,
     tokenTokensPerSec: { median: median(list.map((x) => x.token)), all: list.map((x) => x.token) },
     patchTokensPerSec: { median: median(list.map((x) => x.patch)), all: list.map((x) => x.patch) },
+    peakRssMiB: { median: median(list.map((x) => x.peakRssMiB)), all: list.map((x) => x.peakRssMiB) },
     detail: list[0]!.detail,
   };
 });

@@ -143,6 +143,8 @@ const main = Effect.gen(function* () {
     results,
     patchOverToken: token && patch ? Math.round((patch.tokensPerSec / token.tokensPerSec) * 100) / 100 : null,
     patchOverTokenCpu: token && patch ? Math.round((patch.tokensPerCpuSec / token.tokensPerCpuSec) * 100) / 100 : null,
+    // Peak resident memory of this process over the whole benchmark (both modes), in MiB.
+    peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
     loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100),
   };
 });

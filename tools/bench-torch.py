@@ -50,6 +50,7 @@ import json
 import math
 import os
 import re
+import resource
 import time
 
 import torch
@@ -277,6 +278,8 @@ def main():
         "openblas": openblas_info(),
         "results": results,
         "patchOverToken": ratio,
+        # Peak resident memory of this process over the whole benchmark (both modes), in MiB.
+        "peakRssMiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "loadAverageBefore": [round(x, 2) for x in load_before],
         "loadAverageAfter": [round(x, 2) for x in os.getloadavg()],
     }

@@ -233,6 +233,17 @@ const resolvePeak = (options: Options, threads: number | undefined) =>
       : { peakGflops: estimate, peakSource: "estimate" as const };
   });
 
+/**
+ * This machine's FP32 peak for `threads` threads, as MFU uses it: the cached measurement, measured
+ * and cached now on a miss (benchmarks that report kernel throughput against the peak). Undefined
+ * without the native addon.
+ */
+export const machinePeakGflops = (threads: number): { readonly gflops: number; readonly measuredAt: string; readonly file: string } | undefined => {
+  const file = peakCacheFile(process.env.XDG_CACHE_HOME);
+  const peak = cachedPeak(file, machineKey(threads), () => NativeBackend.measurePeakGflops(threads));
+  return peak === undefined ? undefined : { gflops: peak.gflops, measuredAt: peak.measuredAt, file };
+};
+
 const resolveThreads = (options: Options) =>
   options.threads !== undefined
     ? positive("threads")(options.threads)
