@@ -5,6 +5,7 @@
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { cliFlags } from "./settings.js";
 
@@ -95,6 +96,20 @@ try {
   check("cli: the run recorded the strategy module", record.strategies.includes("channel-weighted-mean"));
   const inspect = npx("patchlm-trainer", ["inspect", "cli"]);
   check("cli: inspect shows the module unchanged", /channel-weighted-mean/.test(inspect) && /unchanged/.test(inspect));
+
+  // A TypeScript strategy module: the installed trainer is compiled JavaScript, so it loads the
+  // file through this project's tsx (a devDependency); without tsx it says how to fix that.
+  npx("patchlm-trainer", ["train", "--name", "cli-ts", "--data", "data", "--strategy-module", path.join(here, "src", "strategy.ts"), ...cliFlags, "--max-steps", "3"]);
+  check("cli: a TypeScript strategy module trains through the project's tsx", losses("cli-ts").length === 3);
+  const outside = fs.mkdtempSync(path.join(os.tmpdir(), "patchlm-no-tsx-"));
+  fs.copyFileSync(path.join(here, "src", "strategy.ts"), path.join(outside, "strategy.ts"));
+  const noTsx = spawnSync(process.execPath, [path.join(here, "node_modules", "@patchlm", "trainer", "dist", "main.js"), "train", "--name", "no-tsx", "--data", path.join(work, "data"), "--runs-dir", path.join(work, "runs"), "--strategy-module", path.join(outside, "strategy.ts"), ...cliFlags], { cwd: outside, encoding: "utf8" });
+  fs.rmSync(outside, { recursive: true, force: true });
+  check(
+    "cli: without tsx in reach, a TypeScript module is one clear error",
+    noTsx.status === 1 && /is TypeScript and this process runs none: add tsx to your project/.test(noTsx.stderr),
+    noTsx.stderr.trim().split("\n").at(-1),
+  );
 
   // 3. The evaluator: token perplexity of the finished run, patch loss of a patch-phase checkpoint.
   const ppl = JSON.parse(npx("patchlm-evaluator", ["ppl", "runs/cli", "--json"]).trim().split("\n").at(-1)!) as { loss: number; ppl: number; tokens: number };

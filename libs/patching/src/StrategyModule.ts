@@ -1,7 +1,8 @@
 /**
  * Patch strategies from a user's module: the plug-in behind `patch.strategyModule` and the
- * trainer's `--strategy-module`. A strategy module is a JavaScript (or, where TypeScript runs,
- * TypeScript) file exporting one or more `PatchStrategy` values: as named exports, as the default
+ * trainer's `--strategy-module`. A strategy module is a JavaScript or TypeScript file (TypeScript
+ * through tsx: the one running already, as in this workspace, or the user's own, registered on
+ * demand) exporting one or more `PatchStrategy` values: as named exports, as the default
  * export, or as an array in either. Its path and sha256 are recorded with a run, and every later
  * use (resume, inspect, evaluation) loads the same file again and refuses one that changed: the
  * weights a run wrote were trained by that code.
@@ -9,6 +10,7 @@
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { Effect, Layer, Schema } from "effect";
 import { Config, ConfigError } from "@patchlm/core";
@@ -90,7 +92,7 @@ export const load = Effect.fn("StrategyModule.load")(function* (modulePath: stri
     });
   }
   const namespace = yield* Effect.tryPromise({
-    try: () => import(pathToFileURL(file).href) as Promise<{ readonly [k: string]: unknown }>,
+    try: () => importModule(file),
     catch: (e) => new StrategyModuleError({ path: file, reason: "ImportFailed", detail: `could not be imported: ${(e as Error).message}` }),
   });
   const loaded = strategiesOf(namespace);
@@ -104,6 +106,41 @@ export const load = Effect.fn("StrategyModule.load")(function* (modulePath: stri
   const result: Loaded = { path: file, sha256, strategies: loaded.map((s) => s.name), loaded };
   return result;
 });
+
+const isTypeScript = (file: string): boolean => /\.[cm]?ts$/.test(file);
+
+/**
+ * Import a module file. A TypeScript file that plain node cannot load (an installed, compiled
+ * trainer runs without tsx) is loaded through tsx when the user's project has it, found from the
+ * module's folder or the working directory; else the error says how to make it loadable.
+ */
+const importModule = async (file: string): Promise<{ readonly [k: string]: unknown }> => {
+  const url = pathToFileURL(file).href;
+  try {
+    return (await import(url)) as { readonly [k: string]: unknown };
+  } catch (e) {
+    if (!isTypeScript(file) || (e as NodeJS.ErrnoException).code !== "ERR_UNKNOWN_FILE_EXTENSION") throw e;
+    // tsx's ESM entry of its API, through its exports map ("import" condition): a require-style
+    // resolution would give its CommonJS face, which cannot register the ESM hooks here.
+    const api = [path.dirname(file), process.cwd()]
+      .map((from) => {
+        try {
+          const manifest = createRequire(path.join(from, "noop.js")).resolve("tsx/package.json");
+          const target = (JSON.parse(fs.readFileSync(manifest, "utf8")) as { exports?: { "./esm/api"?: { import?: { default?: string } } } }).exports?.["./esm/api"]?.import?.default;
+          return target === undefined ? undefined : path.join(path.dirname(manifest), target);
+        } catch {
+          return undefined;
+        }
+      })
+      .find((found) => found !== undefined);
+    if (api === undefined) {
+      throw new Error("it is TypeScript and this process runs none: add tsx to your project (npm install --save-dev tsx), or compile the module to JavaScript", { cause: e });
+    }
+    // tsImport loads the file through tsx's loader scoped to this one import (nothing global).
+    const tsx = (await import(pathToFileURL(api).href)) as { tsImport: (specifier: string, parentURL: string) => Promise<unknown> };
+    return (await tsx.tsImport(url, pathToFileURL(__filename).href)) as { readonly [k: string]: unknown };
+  }
+};
 
 /** The built-in strategies plus those of the loaded modules (a name taken twice is an error). */
 export const registryLayer = (modules: ReadonlyArray<Loaded>): Layer.Layer<Registry.PatchStrategies, Registry.StrategyError> =>
