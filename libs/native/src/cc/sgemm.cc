@@ -197,13 +197,17 @@ void pack(const float* src, int64_t si, int64_t sp, int64_t extent, int64_t kc, 
         }
       }
     } else {
-      // Each i reads along p (contiguous when sp == 1) and writes with stride r.
-      for (int64_t i = 0; i < rows; i++) {
-        const float* s = s0 + i * si;
-        for (int64_t p = 0; p < kc; p++) dst[p * r + i] = s[p * sp];
+      // A transposing copy: each p writes one contiguous r-wide row of the panel, gathering from
+      // `rows` source lines that each advance by sp (one sequential stream per line when sp == 1,
+      // which the prefetchers follow). Writing along i instead (stride r) touched a new cache
+      // line per element and made packing a large share of long-K products.
+      for (int64_t p = 0; p < kc; p++) {
+        const float* s = s0 + p * sp;
+        float* d = dst + p * r;
+        int64_t i = 0;
+        for (; i < rows; i++) d[i] = s[i * si];
+        for (; i < r; i++) d[i] = 0.0f;
       }
-      for (int64_t i = rows; i < r; i++)
-        for (int64_t p = 0; p < kc; p++) dst[p * r + i] = 0.0f;
     }
   }
 }
