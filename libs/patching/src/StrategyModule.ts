@@ -142,9 +142,17 @@ const importModule = async (file: string): Promise<{ readonly [k: string]: unkno
   }
 };
 
-/** The built-in strategies plus those of the loaded modules (a name taken twice is an error). */
-export const registryLayer = (modules: ReadonlyArray<Loaded>): Layer.Layer<Registry.PatchStrategies, Registry.StrategyError> =>
-  modules.length === 0 ? Registry.layer : Registry.layerWith(modules.flatMap((m) => m.loaded));
+/**
+ * The built-in strategies plus those of the loaded modules and any `extra` ones (strategies a
+ * program defines in code); a name taken twice is an error.
+ */
+export const registryLayer = (
+  modules: ReadonlyArray<Loaded>,
+  extra: ReadonlyArray<PatchStrategy> = [],
+): Layer.Layer<Registry.PatchStrategies, Registry.StrategyError> => {
+  const added = [...modules.flatMap((m) => m.loaded), ...extra];
+  return added.length === 0 ? Registry.layer : Registry.layerWith(added);
+};
 
 /** The record a run keeps (no functions). */
 export const toRecord = (m: Loaded): Record => ({ path: m.path, sha256: m.sha256, strategies: m.strategies });

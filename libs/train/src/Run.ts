@@ -104,8 +104,9 @@ const recoverLatest = Effect.fn("Run.recoverLatest")(function* (runDir: string) 
 });
 
 /**
- * The strategies a run trains or is read with: the built-ins, plus its strategy module's. A run
- * that recorded one loads that file and refuses it changed; a new run records it.
+ * The strategies a run trains or is read with: the built-ins, its strategy module's and those
+ * given in code. A run that recorded a module loads that file and refuses it changed; a new run
+ * records it.
  */
 export const strategies = Effect.fn("Run.strategies")(function* (
   config: RunConfig,
@@ -113,13 +114,9 @@ export const strategies = Effect.fn("Run.strategies")(function* (
   inCode: ReadonlyArray<PatchStrategy.PatchStrategy> = [],
 ) {
   const modulePath = config.patch.strategyModule;
-  const layerOf = (module: StrategyModule.Loaded | undefined): Layer.Layer<Registry.PatchStrategies, Registry.StrategyError> => {
-    const extra = [...(module?.loaded ?? []), ...inCode];
-    return extra.length === 0 ? Registry.layer : Registry.layerWith(extra);
-  };
-  if (modulePath === undefined && recorded === undefined) return { layer: layerOf(undefined), module: undefined };
+  if (modulePath === undefined && recorded === undefined) return { layer: StrategyModule.registryLayer([], inCode), module: undefined };
   const loaded = yield* StrategyModule.load(recorded?.path ?? modulePath!, recorded);
-  return { layer: layerOf(loaded), module: loaded };
+  return { layer: StrategyModule.registryLayer([loaded], inCode), module: loaded };
 });
 
 /**
