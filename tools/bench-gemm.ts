@@ -12,6 +12,7 @@
  * Float32Arrays through the addon (NativeBackend.gemm), split across the addon's pool as
  * BatchMatMul does. OpenBLAS reads OPENBLAS_CORETYPE at load time; the JSON records it.
  */
+import { Effect } from "effect";
 import { ComputeBackend } from "@patchlm/backend";
 import { NativeBackend } from "@patchlm/native";
 import { availableParallelism, cpus } from "node:os";
@@ -100,46 +101,47 @@ const median = (xs: ReadonlyArray<number>): number => {
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
 // The machine's FP32 peak as MFU uses it (measured once, cached per machine and thread count).
-const peak = ComputeBackend.machinePeakGflops(threads);
-const results = shapes.map((s) => {
-  const a = randomFloats(s.M * s.K);
-  const b = randomFloats(s.K * s.N);
-  const out = new Float32Array(s.M * s.N);
-  const samples = new Map<string, Array<number>>(paths.map((p) => [p, []]));
-  for (let r = 0; r < rounds; r++) {
-    for (const path of paths) {
-      const error = NativeBackend.selectGemm(path);
-      if (error !== undefined) throw new Error(error);
-      samples.get(path)?.push(measure(s, a, b, out, seconds / rounds));
+void Effect.runPromise(ComputeBackend.machinePeak(threads)).then((peak) => {
+  const results = shapes.map((s) => {
+    const a = randomFloats(s.M * s.K);
+    const b = randomFloats(s.K * s.N);
+    const out = new Float32Array(s.M * s.N);
+    const samples = new Map<string, Array<number>>(paths.map((p) => [p, []]));
+    for (let r = 0; r < rounds; r++) {
+      for (const path of paths) {
+        const error = NativeBackend.selectGemm(path);
+        if (error !== undefined) throw new Error(error);
+        samples.get(path)?.push(measure(s, a, b, out, seconds / rounds));
+      }
     }
-  }
-  const gflops = Object.fromEntries(paths.map((p) => [p, round1(median(samples.get(p) ?? []))]));
-  const openblas = gflops.openblas ?? 0;
-  return {
-    ...s,
-    gflops,
-    fractionOfPeak: peak === undefined ? null : Object.fromEntries(paths.map((p) => [p, Math.round((gflops[p] / peak.gflops) * 1000) / 1000])),
-    ratioToOpenblas: Object.fromEntries(paths.filter((p) => p !== "openblas").map((p) => [p, openblas > 0 ? Math.round((gflops[p] / openblas) * 100) / 100 : null])),
-  };
-});
-NativeBackend.selectGemm(paths[0]);
+    const gflops = Object.fromEntries(paths.map((p) => [p, round1(median(samples.get(p) ?? []))]));
+    const openblas = gflops.openblas ?? 0;
+    return {
+      ...s,
+      gflops,
+      fractionOfPeak: peak === undefined ? null : Object.fromEntries(paths.map((p) => [p, Math.round((gflops[p] / peak.gflops) * 1000) / 1000])),
+      ratioToOpenblas: Object.fromEntries(paths.filter((p) => p !== "openblas").map((p) => [p, openblas > 0 ? Math.round((gflops[p] / openblas) * 100) / 100 : null])),
+    };
+  });
+  NativeBackend.selectGemm(paths[0]);
 
-console.log(
-  JSON.stringify(
-    {
-      benchmark: "bench-gemm",
-      cpu: cpus()[0]?.model ?? null,
-      threads,
-      poolThreads: registration.info.poolThreads,
-      gemmIsas: registration.info.gemmIsas,
-      openblas: { ...openblasReport(), build: registration.info.blas },
-      peak: peak === undefined ? null : { gflops: peak.gflops, source: `measured on ${peak.measuredAt}, cached in ${peak.file}` },
-      secondsPerShapeAndPath: seconds,
-      rounds,
-      note: "median GFLOP/s over rounds; each round runs every path in turn on the same operands",
-      shapes: results,
-    },
-    null,
-    2,
-  ),
-);
+  console.log(
+    JSON.stringify(
+      {
+        benchmark: "bench-gemm",
+        cpu: cpus()[0]?.model ?? null,
+        threads,
+        poolThreads: registration.info.poolThreads,
+        gemmIsas: registration.info.gemmIsas,
+        openblas: { ...openblasReport(), build: registration.info.blas },
+        peak: peak === undefined ? null : { gflops: peak.gflops, source: `measured on ${peak.measuredAt}, cached in ${peak.file}` },
+        secondsPerShapeAndPath: seconds,
+        rounds,
+        note: "median GFLOP/s over rounds; each round runs every path in turn on the same operands",
+        shapes: results,
+      },
+      null,
+      2,
+    ),
+  );
+});

@@ -1,12 +1,12 @@
 import * as tf from "@tensorflow/tfjs";
 import { getThreadsCount } from "@tensorflow/tfjs-backend-wasm";
-import { Backend } from "@patchlm/core";
+import { AtomicFile, Backend } from "@patchlm/core";
 import { NativeBackend } from "@patchlm/native";
 import { Config, Context, Effect, Layer, Option, Schema } from "effect";
 import { availableParallelism } from "node:os";
 import { BackendError } from "./Errors";
 import { idleCores, readCpuTimes, threadsFor } from "./internal/idle";
-import { cachedPeak, defaultClockGhz, estimatePeakGflops, machineKey, peakCacheFile } from "./internal/peak";
+import { defaultClockGhz, estimatePeakGflops, isUsablePeak, machineKey, peakCacheFile, readPeakCache } from "./internal/peak";
 import { probeTensorflow, tensorflowPackages } from "./internal/tensorflow";
 import * as WasmKernels from "./internal/wasmKernels";
 import * as WasmThreads from "./internal/wasmThreads";
@@ -218,11 +218,9 @@ const resolvePeak = (options: Options, threads: number | undefined) =>
     // Virtual machines report a nominal clock, so without a user's figure the peak is measured,
     // once per machine: the cache keeps it, so MFU figures of one machine stay comparable.
     if (clock === undefined) {
-      const n = threads ?? availableParallelism();
-      const file = peakCacheFile(yield* optionalEnv(Config.string("XDG_CACHE_HOME")).pipe(Effect.orElseSucceed(() => undefined)));
-      const peak = cachedPeak(file, machineKey(n), () => NativeBackend.measurePeakGflops(n));
+      const peak = yield* machinePeak(threads ?? availableParallelism());
       if (peak !== undefined) {
-        const where = peak.writeError === undefined ? `cached in ${file}` : `not cached: ${peak.writeError}`;
+        const where = peak.writeError === undefined ? `cached in ${peak.file}` : `not cached: ${peak.writeError}`;
         const detail = `${peak.cached ? `on ${peak.measuredAt}` : `now (${peak.measuredAt})`}, ${where}; delete it to measure again`;
         return { peakGflops: peak.gflops, peakSource: "measured" as const, peakDetail: detail };
       }
@@ -234,15 +232,28 @@ const resolvePeak = (options: Options, threads: number | undefined) =>
   });
 
 /**
- * This machine's FP32 peak for `threads` threads, as MFU uses it: the cached measurement, measured
- * and cached now on a miss (benchmarks that report kernel throughput against the peak). Undefined
- * without the native addon.
+ * This machine's FP32 peak for `threads` threads, as MFU uses it: measured once per machine
+ * (CPU model, vector ISA, thread count) and then read from `<XDG_CACHE_HOME or ~/.cache>/patchlm/
+ * peak-gflops.json`, so the same machine always reports the same peak (a fresh measurement swings
+ * with whatever else runs on the cores). A cache that cannot be written leaves the measurement
+ * uncached and says why. Undefined without the native addon, which measures it.
  */
-export const machinePeakGflops = (threads: number): { readonly gflops: number; readonly measuredAt: string; readonly file: string } | undefined => {
-  const file = peakCacheFile(process.env.XDG_CACHE_HOME);
-  const peak = cachedPeak(file, machineKey(threads), () => NativeBackend.measurePeakGflops(threads));
-  return peak === undefined ? undefined : { gflops: peak.gflops, measuredAt: peak.measuredAt, file };
-};
+export const machinePeak = (threads: number) =>
+  Effect.gen(function* () {
+    const file = peakCacheFile(yield* optionalEnv(Config.string("XDG_CACHE_HOME")).pipe(Effect.orElseSucceed(() => undefined)));
+    const key = machineKey(threads);
+    const machines = readPeakCache(file);
+    const hit = machines[key];
+    if (isUsablePeak(hit)) return { ...hit, file, cached: true, writeError: undefined };
+    const gflops = NativeBackend.measurePeakGflops(threads);
+    if (gflops === undefined) return undefined;
+    const entry = { gflops, measuredAt: new Date().toISOString().slice(0, 10) };
+    const writeError = yield* AtomicFile.write(file, JSON.stringify({ machines: { ...machines, [key]: entry } }, null, 2) + "\n").pipe(
+      Effect.as(undefined),
+      Effect.catchAll((e) => Effect.succeed(e.message)),
+    );
+    return { ...entry, file, cached: false, writeError };
+  });
 
 const resolveThreads = (options: Options) =>
   options.threads !== undefined

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { availableParallelism, homedir } from "node:os";
 import * as path from "node:path";
 
@@ -59,38 +59,16 @@ export const machineKey = (threads: number): string => {
 export const peakCacheFile = (cacheHome: string | undefined): string =>
   path.join(cacheHome !== undefined && cacheHome !== "" ? cacheHome : path.join(homedir(), ".cache"), "patchlm", "peak-gflops.json");
 
-const readCache = (file: string): Record<string, CachedPeak> => {
+/** The machines a cache file holds; a missing or unreadable file holds none (measure, rewrite it). */
+export const readPeakCache = (file: string): Record<string, CachedPeak> => {
   try {
     const parsed = JSON.parse(readFileSync(file, "utf8")) as { machines?: Record<string, CachedPeak> };
     return parsed.machines ?? {};
   } catch {
-    return {}; // missing or unreadable: measure again and rewrite it
+    return {};
   }
 };
 
-/**
- * The machine's peak, measured once and then read from the cache, so the same machine always
- * reports the same peak (a fresh measurement swings with whatever else runs on the cores).
- * `measure` runs only on a miss; a cache that cannot be written leaves the measurement uncached.
- */
-export const cachedPeak = (
-  file: string,
-  key: string,
-  measure: () => number | undefined,
-): { readonly gflops: number; readonly measuredAt: string; readonly cached: boolean; readonly writeError?: string } | undefined => {
-  const machines = readCache(file);
-  const hit = machines[key];
-  if (hit !== undefined && Number.isFinite(hit.gflops) && hit.gflops > 0) return { ...hit, cached: true };
-  const gflops = measure();
-  if (gflops === undefined) return undefined;
-  const entry: CachedPeak = { gflops, measuredAt: new Date().toISOString().slice(0, 10) };
-  try {
-    mkdirSync(path.dirname(file), { recursive: true });
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ machines: { ...machines, [key]: entry } }, null, 2) + "\n");
-    renameSync(tmp, file); // atomic: a concurrent reader sees the old file or the new one
-    return { ...entry, cached: false };
-  } catch (e) {
-    return { ...entry, cached: false, writeError: (e as Error).message };
-  }
-};
+/** A usable cache entry: a positive, finite peak. */
+export const isUsablePeak = (entry: CachedPeak | undefined): entry is CachedPeak =>
+  entry !== undefined && Number.isFinite(entry.gflops) && entry.gflops > 0;
