@@ -15,6 +15,14 @@ export const mulberry32 = (seed: number): Rng => {
   };
 };
 
+/** n floats uniform in [lo, hi) from a seed (test data and test weights). */
+export const uniformFloats = (n: number, seed: number, lo = -1, hi = 1): Float32Array => {
+  const r = mulberry32(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
+  return out;
+};
+
 /** An integer in [0, n). */
 export const int = (rng: Rng, n: number): number => Math.floor(rng() * n);
 

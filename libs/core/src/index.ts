@@ -4,4 +4,4 @@ export * as Config from "./Config";
 export * as Numbers from "./Numbers";
 export { type ParamSpec, paramCount, paramSize } from "./ParamSpec";
 export { ConfigError, FileError, fileErrorFrom } from "./Errors";
-export { int, mulberry32, type Rng, shuffle } from "./Rng";
+export { int, mulberry32, type Rng, shuffle, uniformFloats } from "./Rng";

@@ -8,23 +8,16 @@
  * the seed.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { type Config, mulberry32 } from "@patchlm/core";
+import { type Config, uniformFloats } from "@patchlm/core";
 import * as Model from "./Model";
 import * as ParameterTable from "./ParameterTable";
-
-const uniform = (n: number, seed: number, lo: number, hi: number): Float32Array => {
-  const r = mulberry32(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
-  return out;
-};
 
 /** Model weights with O(1) spread; parameter i of the table is seeded with `seed * 100 + i`. */
 export const spreadWeights = (cfg: Config.ModelConfig, seed: number): Model.Weights => {
   const params = Model.init(cfg, seed);
   ParameterTable.make(cfg).forEach((spec, i) => {
     const n = spec.shape.reduce((a, b) => a * b, 1);
-    const values = spec.decay ? uniform(n, seed * 100 + i, -0.3, 0.3) : uniform(n, seed * 100 + i, 0.6, 1.4);
+    const values = spec.decay ? uniformFloats(n, seed * 100 + i, -0.3, 0.3) : uniformFloats(n, seed * 100 + i, 0.6, 1.4);
     tf.tidy(() => params[spec.name].assign(tf.tensor(values, [...spec.shape])));
   });
   return params;
