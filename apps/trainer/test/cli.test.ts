@@ -78,6 +78,23 @@ beforeAll(() => {
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
 describe("trainer CLI", () => {
+  it("--version prints the app's version before anything loads Effect's CLI (main.ts's early exit)", () => {
+    const { version } = JSON.parse(fs.readFileSync(path.join(repo, "apps", "trainer", "package.json"), "utf8")) as { version: string };
+    // A preload that says, at exit, whether the effect package was ever loaded in the process.
+    const probe = path.join(root, "effect-probe.cjs");
+    fs.writeFileSync(probe, `process.on("exit", () => process.stderr.write(Object.keys(require.cache).some((k) => k.includes("/node_modules/effect/")) ? "effect loaded" : "effect not loaded"));`);
+    const run = (entry: string, args: ReadonlyArray<string>) =>
+      spawnSync(process.execPath, ["--require", probe, ...node(args).map((a) => (a === main ? entry : a))], { cwd: root, env, encoding: "utf8" });
+    for (const app of ["trainer", "evaluator"]) {
+      const r = run(path.join(repo, "apps", app, "src", "main.ts"), ["--version"]);
+      expect({ app, status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({ app, status: 0, stdout: `${version}\n`, stderr: "effect not loaded" });
+    }
+    // Anything beyond the lone flag starts the CLI (and the probe sees effect load).
+    const full = run(main, ["--version", "--log-level", "info"]);
+    expect(full.stdout).toContain(version);
+    expect(full.stderr).toContain("effect loaded");
+  });
+
   it("reports bad flags and config problems with a clear message and exit code 1", () => {
     const r = trainer(["train", "--name", "bad", "--data", "data", "--tokens", "1000", "--batch-tokens", "256", "--seq-len", "16", "--micro-batch", "4", "--patch-fraction", "2"]);
     expect(r.status).toBe(1);
