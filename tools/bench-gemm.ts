@@ -1,6 +1,8 @@
 /**
  * Our own SGEMM (libs/native/src/cc/sgemm.cc) on each kernel path this CPU runs, next to
- * OpenBLAS's sgemm, in one invocation: GFLOP/s per path and shape as JSON on stdout.
+ * OpenBLAS's sgemm, in one invocation: GFLOP/s per path and shape as JSON on stdout. Where the CPU
+ * has AVX512_BF16, the bf16 mixed-precision GEMM too (path "bf16": operands rounded to bf16,
+ * fp32 sums; its fraction of peak is of the FP32 peak, which VDPBF16PS can double).
  *
  *   npx tsx tools/bench-gemm.ts [--seconds 0.6] [--rounds 3] [--threads N] [--shapes 2048x256x4096:bT,...]
  *
@@ -69,7 +71,16 @@ if (registration._tag === "Unavailable") {
 }
 // An addon built without OpenBLAS has only our paths (and no ratios).
 const withOpenblas = registration.info.blas !== "none";
-const paths: ReadonlyArray<"openblas" | NativeBackend.GemmIsa> = [...(withOpenblas ? ["openblas" as const] : []), ...registration.info.gemmIsas];
+type Path = "openblas" | NativeBackend.GemmIsa | "bf16";
+const paths: ReadonlyArray<Path> = [
+  ...(withOpenblas ? ["openblas" as const] : []),
+  ...registration.info.gemmIsas,
+  ...(registration.info.bf16Supported ? ["bf16" as const] : []),
+];
+const select = (path: Path): void => {
+  const error = NativeBackend.selectPrecision(path === "bf16" ? "bf16" : "fp32") ?? (path === "bf16" ? undefined : NativeBackend.selectGemm(path));
+  if (error !== undefined) throw new Error(error);
+};
 
 const randomFloats = (n: number): Float32Array => {
   const out = new Float32Array(n);
@@ -109,8 +120,7 @@ void Effect.runPromise(ComputeBackend.machinePeak(threads)).then((peak) => {
     const samples = new Map<string, Array<number>>(paths.map((p) => [p, []]));
     for (let r = 0; r < rounds; r++) {
       for (const path of paths) {
-        const error = NativeBackend.selectGemm(path);
-        if (error !== undefined) throw new Error(error);
+        select(path);
         samples.get(path)?.push(measure(s, a, b, out, seconds / rounds));
       }
     }
@@ -123,7 +133,7 @@ void Effect.runPromise(ComputeBackend.machinePeak(threads)).then((peak) => {
       ratioToOpenblas: Object.fromEntries(paths.filter((p) => p !== "openblas").map((p) => [p, openblas > 0 ? Math.round((gflops[p] / openblas) * 100) / 100 : null])),
     };
   });
-  NativeBackend.selectGemm(paths[0]);
+  select(paths[0]);
 
   console.log(
     JSON.stringify(

@@ -5,6 +5,7 @@
  * backend with a timer when --profile is given, which adds a little overhead per call.)
  *
  *   npx tsx tools/bench-native-profile.ts [--backends native,wasm] [--modes token,patch] [--steps 5] [--profile]
+ *     [--precision fp32|bf16]
  *     [--batch B] [--patch-batch B] [--d-model C --layers L --heads H --ffn F --seq-len T]
  *
  * The model flags override the reference preset (e.g. the study's d 128, 4 layers:
@@ -34,6 +35,7 @@ const backends = flag("backends", "native,wasm").split(",") as Array<ComputeBack
 const modes = flag("modes", "token,patch").split(",") as Array<"token" | "patch">;
 const steps = Number(flag("steps", "5"));
 const profile = args.includes("--profile");
+const precision = flag("precision", "fp32") as ComputeBackend.Precision;
 const Bt = Number(flag("batch", "8"));
 const patchB = Number(flag("patch-batch", String(Bt)));
 const num = (name: string, fallback: number) => Number(flag(name, String(fallback)));
@@ -116,7 +118,7 @@ const run = (backend: string, mode: "token" | "patch") => {
 const main = Effect.gen(function* () {
   const results: Array<Record<string, unknown>> = [];
   for (const name of backends) {
-    const service = yield* ComputeBackend.make({ backend: name });
+    const service = yield* ComputeBackend.make({ backend: name, precision });
     for (const mode of modes) {
       const r = run(name, mode);
       results.push({

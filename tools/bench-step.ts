@@ -4,7 +4,7 @@
  * mode and in patch mode (K = 4: 8 sequences of 1,024 tokens = 256 patches each). Prints JSON.
  *
  *   npx tsx tools/bench-step.ts --backend wasm|cpu|native [--modes token,patch] [--K 4]
- *                               [--steps N] [--warmup 2] [--batch 8] [--strategy mean]
+ *                               [--steps N] [--warmup 2] [--batch 8] [--strategy mean] [--precision fp32|bf16]
  *
  * Defaults: 2 warm-up steps, then 5 measured steps (on cpu, where a reference step takes about a
  * minute, 1 warm-up and 1 measured); the modes alternate step by step. Besides wall-clock
@@ -42,6 +42,8 @@ const warmup = positiveInt("warmup", backendName === "cpu" ? 1 : 2);
 const steps = Math.max(1, positiveInt("steps", backendName === "cpu" ? 1 : 5));
 const B = positiveInt("batch", 8);
 const strategy = Either.getOrThrow(Registry.get(Registry.builtins, option("strategy") ?? "mean"));
+const precision = option("precision") ?? "fp32";
+if (precision !== "fp32" && precision !== "bf16") throw new Error(`--precision: expected fp32 or bf16, got ${precision}`);
 const cfg = Presets.reference;
 const T = cfg.contextLength; // positions per sequence: tokens in token mode, patches in patch mode
 
@@ -121,7 +123,7 @@ const setUp = (mode: string) => {
 };
 
 const main = Effect.gen(function* () {
-  const backend = yield* ComputeBackend.make({ backend: backendName as ComputeBackend.Choice });
+  const backend = yield* ComputeBackend.make({ backend: backendName as ComputeBackend.Choice, precision });
   const runs = modes.map(setUp);
   for (const run of runs) for (let i = 0; i < warmup; i++) run.once(false);
   // The modes take turns step by step, so a machine shared with other jobs slows them alike and
@@ -133,7 +135,7 @@ const main = Effect.gen(function* () {
   const patch = results.find((r) => r.mode === "patch");
   return {
     benchmark: "training step (forward, backward, clip, AdamW), reference config",
-    config: { preset: "reference", dtype: "float32", warmup, strategy: strategy.name },
+    config: { preset: "reference", dtype: "float32", precision, warmup, strategy: strategy.name },
     backend: { name: backend.name, threads: backend.threads, detail: backend.detail, peakGflops: backend.peakGflops ?? null },
     env: {
       OPENBLAS_CORETYPE: process.env.OPENBLAS_CORETYPE ?? null,

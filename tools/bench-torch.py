@@ -2,7 +2,7 @@
 """PyTorch peer benchmark of the reference training step (issue #5's comparison). Prints JSON.
 
     /usr/bin/python3 tools/bench-torch.py [--steps 10] [--warmup 3] [--modes token,patch]
-                                          [--threads 2] [--peak-gflops G]
+                                          [--threads 2] [--peak-gflops G] [--precision fp32|bf16]
 
 Optional: needs Debian's `python3-torch` (PyTorch 1.13, `apt-get install python3-torch`), run by
 the system interpreter /usr/bin/python3 (a pyenv `python3` on PATH does not see it). CI and the
@@ -155,7 +155,8 @@ def loss_of(logits, ids, k: int):
 class Run:
     """One mode: its own model, optimizer and fixed batch, and the times of its measured steps."""
 
-    def __init__(self, mode: str, seed: int):
+    def __init__(self, mode: str, seed: int, bf16: bool = False):
+        self.bf16 = bf16
         if mode not in ("token", "patch"):
             raise SystemExit(f"--modes: expected token or patch, got {mode!r}")
         self.mode, self.k = mode, PATCH_K if mode == "patch" else 1
@@ -177,7 +178,8 @@ class Run:
     def step(self, timed: bool):
         wall0, cpu0 = time.perf_counter(), time.process_time()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(self.model(self.ids, self.k), self.ids, self.k)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            loss = loss_of(self.model(self.ids, self.k), self.ids, self.k)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
         self.optimizer.step()
@@ -248,6 +250,10 @@ def main():
     parser.add_argument("--modes", default="token,patch")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--peak-gflops", type=float, default=None, help="machine FP32 peak, for MFU")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="bf16: the forward and loss under torch.autocast('cpu', bfloat16) (fp32 weights, grads and AdamW)",
+    )
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 0 or args.threads < 1:
         raise SystemExit("--steps and --threads must be >= 1, --warmup >= 0")
@@ -255,7 +261,7 @@ def main():
     load_before = os.getloadavg()
     torch_default_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    runs = [Run(mode, seed=1 + i) for i, mode in enumerate(args.modes.split(","))]
+    runs = [Run(mode, seed=1 + i, bf16=args.precision == "bf16") for i, mode in enumerate(args.modes.split(","))]
     for run in runs:
         for _ in range(args.warmup):
             run.step(timed=False)
@@ -272,7 +278,7 @@ def main():
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "torchDefaultThreads": torch_default_threads,
-        "config": {"dtype": "float32", "warmup": args.warmup, "lr": LR, "optimizer": "torch.optim.AdamW (default foreach)"},
+        "config": {"dtype": "float32", "precision": args.precision, "warmup": args.warmup, "lr": LR, "optimizer": "torch.optim.AdamW (default foreach)"},
         "env": {name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "OMP_NUM_THREADS")},
         "blas": blas_summary(),
         "openblas": openblas_info(),

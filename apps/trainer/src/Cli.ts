@@ -4,7 +4,7 @@
  */
 import { Args, Command, Options } from "@effect/cli";
 import { defaultTo } from "@patchlm/cli";
-import { backend, trainOptions } from "./Flags";
+import { backend, precision, trainOptions } from "./Flags";
 import * as Handlers from "./Handlers";
 import { withResumeHint } from "./ResumeHint";
 import * as Study from "./Study";
@@ -52,6 +52,7 @@ const bench = Command.make(
   "bench",
   {
     backend,
+    precision,
     preset: Options.text("preset").pipe(defaultTo("reference")),
     mode: Options.choice("mode", ["token", "patch", "both"]).pipe(defaultTo("both")),
     patchSize: Options.integer("patch-size").pipe(defaultTo(4)),

@@ -14,6 +14,11 @@ export const backend = Options.choice("backend", Backend.Choice.literals).pipe(
   Options.optional,
 );
 
+export const precision = Options.choice("precision", Backend.Precision.literals).pipe(
+  Options.withDescription("matmul precision: fp32, or bf16 (bf16 operands, fp32 sums; native backend, CPUs with AVX512_BF16)"),
+  Options.optional,
+);
+
 export const trainOptions = {
   config: Options.file("config").pipe(Options.withDescription("JSON or YAML run config; flags override it"), Options.optional),
   name: Options.text("name").pipe(Options.withDescription("run name (directory under --runs-dir)"), Options.optional),
@@ -39,6 +44,7 @@ export const trainOptions = {
   warmup: Options.integer("warmup").pipe(Options.withDescription("warmup steps (per phase under the reset policy)"), Options.optional),
   seed: Options.integer("seed").pipe(Options.optional),
   backend,
+  precision,
   maxSteps: Options.integer("max-steps").pipe(Options.withDescription("stop (resumably) after this many steps"), Options.optional),
   // Plain text, parsed by ConfigFile.parseOverrides: its error names the pair ("--set k: expected
   // key.path=value"), where @effect/cli's key/value parser says only that text has no default.

@@ -54,7 +54,7 @@ const defined = (o: Record<string, unknown>): Record<string, unknown> | undefine
 /** The dedicated flags as a config overlay (only those given). */
 export const flagOverrides = (f: TrainFlags): Record<string, unknown> => {
   const out: Record<string, unknown> = {};
-  const top = defined({ name: get(f.name), runsDir: get(f.runsDir), data: get(f.data), seed: get(f.seed), backend: get(f.backend) });
+  const top = defined({ name: get(f.name), runsDir: get(f.runsDir), data: get(f.data), seed: get(f.seed), backend: get(f.backend), precision: get(f.precision) });
   Object.assign(out, top ?? {});
   const model = defined({ preset: get(f.preset) });
   const patch = defined({ patchSize: get(f.patchSize), patchFraction: get(f.patchFraction), strategy: get(f.strategy), strategyModule: get(f.strategyModule), switchPolicy: get(f.switchPolicy) });
@@ -80,13 +80,13 @@ export const runTraining = Effect.fn("trainer.runTraining")(function* (
   config: RunConfig.RunConfig,
   opts: { readonly resume: boolean; readonly maxSteps?: number; readonly backend?: RunConfig.RunConfig["backend"]; readonly runDir?: string },
 ) {
-  const backend = yield* ComputeBackend.make({ backend: opts.backend ?? config.backend });
+  const backend = yield* ComputeBackend.make({ backend: opts.backend ?? config.backend, precision: config.precision });
   const peakFlops = backend.peakGflops === undefined ? undefined : backend.peakGflops * 1e9;
   return yield* Run.train(config, {
     resume: opts.resume,
     runDir: opts.runDir,
     maxSteps: opts.maxSteps,
-    backend: { name: backend.name, peakFlops },
+    backend: { name: backend.name, peakFlops, precision: backend.precision },
     packageVersions: packageVersions(),
   });
 });
@@ -114,6 +114,7 @@ export const resume = Effect.fn("trainer.resume")(function* (o: ResumeOptions) {
 
 export interface BenchOptions {
   readonly backend: Option.Option<RunConfig.RunConfig["backend"]>;
+  readonly precision: Option.Option<RunConfig.RunConfig["precision"]>;
   readonly preset: string;
   readonly mode: "token" | "patch" | "both";
   readonly patchSize: number;
@@ -123,7 +124,7 @@ export interface BenchOptions {
 }
 
 export const bench = Effect.fn("trainer.bench")(function* (o: BenchOptions) {
-  const backend = yield* ComputeBackend.make({ backend: get(o.backend) ?? "auto" });
+  const backend = yield* ComputeBackend.make({ backend: get(o.backend) ?? "auto", precision: get(o.precision) ?? "fp32" });
   const modes = o.mode === "both" ? (["token", "patch"] as const) : ([o.mode] as const);
   const results = [];
   for (const mode of modes) {
@@ -138,7 +139,7 @@ export const bench = Effect.fn("trainer.bench")(function* (o: BenchOptions) {
       }),
     );
   }
-  yield* Console.log(JSON.stringify({ backend: backend.name, threads: backend.threads, detail: backend.detail, env: Bench.environment(), results }, null, 2));
+  yield* Console.log(JSON.stringify({ backend: backend.name, precision: backend.precision, threads: backend.threads, detail: backend.detail, env: Bench.environment(), results }, null, 2));
 });
 
 // --- inspect ---------------------------------------------------------------------------------

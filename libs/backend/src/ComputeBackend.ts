@@ -43,7 +43,16 @@ export interface Options {
    * addon, about 0.3 s once per process); then an estimate at the reference machines' clock.
    */
   readonly peakGflops?: number;
+  /**
+   * Matmul precision (default fp32). `bf16` needs the native backend on a CPU with AVX512_BF16:
+   * under `auto` only native qualifies, and where it cannot run bf16 the choice fails saying why.
+   */
+  readonly precision?: Precision;
 }
+
+/** The matmul precisions (`@patchlm/core`'s `Backend.Precision`). */
+export const Precision = Backend.Precision;
+export type Precision = Backend.Precision;
 
 export interface Service {
   /** The backend that runs (also the tfjs backend name). */
@@ -52,6 +61,8 @@ export interface Service {
   readonly chosenBy: "options" | "env" | "auto";
   /** Threads the backend computes with. */
   readonly threads: number;
+  /** The matmuls' precision. */
+  readonly precision: Precision;
   /** FP32 peak of the machine in GFLOP/s, for MFU; undefined when unknown. */
   readonly peakGflops: number | undefined;
   readonly peakSource: "options" | "env" | "measured" | "estimate" | "unknown";
@@ -80,7 +91,12 @@ interface Activated {
   readonly detail: string;
 }
 
-type Probe = { readonly _tag: "Ready"; readonly activated: Activated } | { readonly _tag: "Unavailable"; readonly reason: string };
+type Probe =
+  | { readonly _tag: "Ready"; readonly activated: Activated }
+  // `fix`: what to change instead of installing the backend (a setting it cannot run).
+  | { readonly _tag: "Unavailable"; readonly reason: string; readonly fix?: string };
+
+const useFp32 = "use precision fp32 here";
 
 const setBackend = (name: BackendName): Effect.Effect<void, BackendError> =>
   Effect.tryPromise({
@@ -117,7 +133,10 @@ const idleThreads = Effect.gen(function* () {
 });
 
 /** Make one backend usable and switch tfjs to it, or say why it is unavailable here. */
-const probe = (name: BackendName, threads: number | undefined): Effect.Effect<Probe, BackendError> => {
+const probe = (name: BackendName, threads: number | undefined, precision: Precision): Effect.Effect<Probe, BackendError> => {
+  if (precision === "bf16" && name !== "native") {
+    return Effect.succeed({ _tag: "Unavailable", reason: "bf16 matmuls run on the native backend only (precision bf16)", fix: useFp32 });
+  }
   switch (name) {
     case "tensorflow": {
       const found = probeTensorflow();
@@ -125,8 +144,14 @@ const probe = (name: BackendName, threads: number | undefined): Effect.Effect<Pr
       return setBackend(name).pipe(Effect.map(() => ready({ threads: availableParallelism(), detail: found.packageName })));
     }
     case "native": {
-      const registration = NativeBackend.register(threads === undefined ? {} : { threads });
-      if (registration._tag === "Unavailable") return Effect.succeed({ _tag: "Unavailable", reason: registration.reason });
+      const registration = NativeBackend.register({ precision, ...(threads === undefined ? {} : { threads }) });
+      if (registration._tag === "Unavailable") {
+        return Effect.succeed({
+          _tag: "Unavailable",
+          reason: registration.reason,
+          ...(precision === "bf16" && registration.reason === NativeBackend.bf16Unsupported ? { fix: useFp32 } : {}),
+        });
+      }
       const info = registration.info;
       return setBackend(name).pipe(
         Effect.map(() =>
@@ -138,7 +163,9 @@ const probe = (name: BackendName, threads: number | undefined): Effect.Effect<Pr
                 (info.blasCoreDetected === undefined
                   ? ")"
                   : `; OpenBLAS 0.3.21 misdetected this CPU as ${info.blasCoreDetected}, core chosen by CPU features as upstream OpenBLAS does; PATCHLM_BLAS_REDETECT=0 keeps OpenBLAS's pick)`),
-              `GEMM ${info.gemm} (${info.gemmReason}; PATCHLM_GEMM=own|openblas chooses)`,
+              info.precision === "bf16"
+                ? "matmuls bf16 (our AVX512_BF16 GEMM: operands rounded to bf16, fp32 sums; MFU stays against the FP32 peak)"
+                : `GEMM ${info.gemm} (${info.gemmReason}; PATCHLM_GEMM=own|openblas chooses)`,
               `${info.kernels.length} native kernels`,
               ...[NativeBackend.advice(info)].filter((a) => a !== undefined),
             ].join("; "),
@@ -267,29 +294,40 @@ const resolveThreads = (options: Options) =>
 export const make = Effect.fn("ComputeBackend.make")(function* (options: Options = {}) {
   const { choice, chosenBy } = yield* resolveChoice(options);
   const threads = yield* resolveThreads(options);
+  const precision = options.precision ?? "fp32";
   const peak = yield* resolvePeak(options, threads);
   const candidates = choice === "auto" ? preference : [choice];
-  const skipped: Array<{ backend: BackendName; reason: string }> = [];
+  const skipped: Array<{ backend: BackendName; reason: string; fix?: string }> = [];
+  // A setting the backend cannot run (bf16) names the setting to change, not an install.
+  const advice = (name: BackendName, fix: string | undefined) => (fix !== undefined ? `; ${fix}` : `. To enable it: ${howToEnable[name]}`);
   for (const name of candidates) {
     const probed = yield* choice === "auto"
-      ? probe(name, threads).pipe(Effect.catchAll((e) => Effect.succeed<Probe>({ _tag: "Unavailable", reason: e.detail })))
-      : probe(name, threads);
+      ? probe(name, threads, precision).pipe(Effect.catchAll((e) => Effect.succeed<Probe>({ _tag: "Unavailable", reason: e.detail })))
+      : probe(name, threads, precision);
     if (probed._tag === "Unavailable") {
       if (choice !== "auto") {
         return yield* new BackendError({
           backend: name,
           reason: "Unavailable",
-          detail: `${probed.reason}. To enable it: ${howToEnable[name]}`,
+          detail: `${probed.reason}${advice(name, probed.fix)}`,
         });
       }
-      skipped.push({ backend: name, reason: probed.reason });
+      skipped.push({ backend: name, reason: probed.reason, ...(probed.fix === undefined ? {} : { fix: probed.fix }) });
       continue;
     }
-    const service: Service = { name, chosenBy, ...probed.activated, ...peak, skipped };
+    const service: Service = { name, chosenBy, precision, ...probed.activated, ...peak, skipped };
     yield* logChoice(service);
     return service;
   }
-  // cpu never reports Unavailable, so auto always returns above.
+  if (precision === "bf16") {
+    const native = skipped.find((x) => x.backend === "native");
+    return yield* new BackendError({
+      backend: "native",
+      reason: "Unavailable",
+      detail: `precision bf16 needs the native backend, and it cannot run here: ${native?.reason ?? "unavailable"}${advice("native", native?.fix)}`,
+    });
+  }
+  // cpu never reports Unavailable at fp32, so auto always returns above.
   return yield* Effect.dieMessage("no compute backend could be initialised, not even cpu");
 });
 

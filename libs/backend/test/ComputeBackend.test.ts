@@ -104,11 +104,36 @@ describe("ComputeBackend", () => {
     }
   });
 
+  const registered = () => {
+    const r = NativeBackend.register();
+    return r._tag === "Registered" ? r.info : undefined;
+  };
+
+  it("runs bf16 matmuls on native only: refused on cpu and wasm with the precision to change, picked by auto", async () => {
+    const onCpu = await runTestFailure(make({ backend: "cpu", precision: "bf16", peakGflops: 100 }).effect);
+    expect(onCpu.message).toContain("bf16 matmuls run on the native backend only");
+    expect(onCpu.message).toContain("use precision fp32 here");
+    expect(onCpu.message).not.toContain("To enable it");
+    if (registered()?.bf16Supported === true) {
+      const s = await runTest(make({ precision: "bf16", peakGflops: 100 }).effect);
+      expect(s).toMatchObject({ name: "native", precision: "bf16" });
+      expect(s.detail).toContain("matmuls bf16");
+      // The next choice at fp32 turns bf16 off again in the shared addon.
+      const back = await runTest(make({ backend: "native", peakGflops: 100 }).effect);
+      expect(back.precision).toBe("fp32");
+      expect(registered()?.precision).toBe("fp32");
+    } else {
+      const e = await runTestFailure(make({ precision: "bf16", peakGflops: 100 }).effect);
+      expect(e.message).toContain("precision bf16 needs the native backend");
+    }
+  });
+
   it("says how to enable native, in one warning line, when auto mode fell back", () => {
     const s: ComputeBackend.Service = {
       name: "wasm",
       chosenBy: "auto",
       threads: 1,
+      precision: "fp32",
       peakGflops: 537.6,
       peakSource: "estimate",
       detail: "kernel fixes",

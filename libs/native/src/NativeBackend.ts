@@ -36,9 +36,24 @@ export interface Info {
   readonly gemmReason: string;
   /** Kernel paths of our own GEMM this CPU runs, fastest first. */
   readonly gemmIsas: ReadonlyArray<GemmIsa>;
+  /** Whether this CPU runs bf16 matmuls (AVX512_BF16; `Options.precision`). */
+  readonly bf16Supported: boolean;
+  /** The matmuls' precision: "fp32", or "bf16" (bf16 operands, fp32 accumulation and results). */
+  readonly precision: Precision;
   /** Kernels with a native implementation; every other kernel is the cpu backend's. */
   readonly kernels: ReadonlyArray<string>;
 }
+
+/**
+ * The precision of matmuls (BatchMatMul and the attention products): "fp32", or "bf16" mixed
+ * precision: the operands rounded to bf16 (nearest, ties to even) and multiplied by VDPBF16PS into
+ * fp32 sums; results, weights, gradients, optimizer state, norms, softmax and losses stay fp32.
+ */
+export type Precision = "fp32" | "bf16";
+
+/** Why bf16 is refused on this CPU. */
+export const bf16Unsupported =
+  "bf16 matmuls need a CPU with AVX512_BF16 (VDPBF16PS; e.g. Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later); this one lacks it";
 
 export type Registration =
   | { readonly _tag: "Registered"; readonly info: Info }
@@ -65,6 +80,11 @@ export interface Options {
    */
   readonly gemm?: "own" | "openblas";
   readonly gemmIsa?: GemmIsa;
+  /**
+   * Matmul precision (absent: unchanged, "fp32" at first). "bf16" makes registration report
+   * Unavailable on a CPU without AVX512_BF16.
+   */
+  readonly precision?: Precision;
 }
 
 /** The kernel paths of our own GEMM: AVX-512F, AVX2+FMA, plain C++. */
@@ -166,6 +186,8 @@ const readInfo = (addon: Addon, kernels: ReadonlyArray<string>, blasCoreDetected
     gemm: i.gemm,
     gemmReason,
     gemmIsas: i.gemmIsas.filter(isGemmIsa),
+    bf16Supported: i.bf16Supported,
+    precision: i.precision === "bf16" ? "bf16" : "fp32",
     kernels,
   };
 };
@@ -181,6 +203,7 @@ export const register = (options: Options = {}): Registration => {
   const addon = loaded.addon;
   const gemm = gemmChoice(options);
   if (gemm !== undefined && "error" in gemm) return { _tag: "Unavailable", reason: gemm.error };
+  if (options.precision !== undefined && !addon.setBf16(options.precision === "bf16")) return { _tag: "Unavailable", reason: bf16Unsupported };
   if (gemm !== undefined) {
     const error = applyGemm(addon, gemm.isa);
     if (error !== undefined) return { _tag: "Unavailable", reason: error };
@@ -228,6 +251,18 @@ export const selectGemm = (gemm: "openblas" | GemmIsa): string | undefined => {
     if (registered !== undefined) registered = { ...registered, gemm: loaded.addon.info().gemm, gemmReason };
   }
   return error;
+};
+
+/**
+ * Switch the registered backend's matmul precision (tests and benchmarks). Returns an error
+ * message, with nothing changed, when the CPU lacks AVX512_BF16 or the addon is missing.
+ */
+export const selectPrecision = (precision: Precision): string | undefined => {
+  const loaded = loadAddon();
+  if (loaded._tag === "Missing") return loaded.reason;
+  if (!loaded.addon.setBf16(precision === "bf16")) return bf16Unsupported;
+  if (registered !== undefined) registered = { ...registered, precision };
+  return undefined;
 };
 
 /**

@@ -35,13 +35,32 @@ interface Case {
   readonly tb: boolean;
 }
 
-/** out = op(a)·op(b) on the selected GEMM, checked at `samples` entries (all when undefined). */
-const checkGemm = ({ M, N, K, ta, tb }: Case, seed: number, samples?: number): void => {
-  const a = floats(M * K, seed);
-  const b = floats(K * N, seed + 1);
+// fp32 → bf16 → fp32, to nearest with ties to even: the reference's own rounding, written from
+// the format (1 sign, 8 exponent, 7 mantissa bits), not from the addon's code.
+const bits = new Uint32Array(1);
+const asFloat = new Float32Array(bits.buffer);
+const bf16 = (x: number): number => {
+  asFloat[0] = x;
+  const u = bits[0];
+  if (Number.isNaN(x)) return x;
+  const low = u & 0xffff;
+  let high = u >>> 16;
+  if (low > 0x8000 || (low === 0x8000 && (high & 1) === 1)) high += 1;
+  bits[0] = high << 16;
+  return asFloat[0];
+};
+
+/**
+ * out = op(a)·op(b) on the selected GEMM, checked at `samples` entries (all when undefined).
+ * With `rounded`, the reference multiplies the operands rounded to bf16 (bf16 matmuls): the
+ * products of two bf16 are exact, so the fp32 bound on the sums still holds.
+ */
+const checkGemm = ({ M, N, K, ta, tb }: Case, seed: number, samples?: number, rounded = false): void => {
+  const a = rounded ? floats(M * K, seed).map(bf16) : floats(M * K, seed);
+  const b = rounded ? floats(K * N, seed + 1).map(bf16) : floats(K * N, seed + 1);
   // NaN in the output buffer: a product must never read it (tfjs hands out pooled arrays).
   const out = new Float32Array(M * N).fill(Number.NaN);
-  NativeBackend.gemm(a, b, out, M, N, K, ta, tb);
+  NativeBackend.gemm(rounded ? floats(M * K, seed) : a, rounded ? floats(K * N, seed + 1) : b, out, M, N, K, ta, tb);
   const at = (i: number, k: number) => (ta ? a[k * M + i] : a[i * K + k]);
   const bt = (k: number, j: number) => (tb ? b[j * K + k] : b[k * N + j]);
   const check = (i: number, j: number) => {
@@ -243,4 +262,103 @@ describeNative("our own SGEMM", () => {
       }, timeout);
     });
   }
+});
+
+const bf16Runs = registration._tag === "Registered" && registration.info.bf16Supported;
+
+// bf16 mixed precision (src/cc/sgemm.cc, gemmBf16): every product rounds its operands to bf16
+// while packing them and accumulates in fp32 with VDPBF16PS.
+(bf16Runs ? describe : describe.skip)(`bf16 matmuls${bf16Runs ? "" : " (skipped: this CPU lacks AVX512_BF16)"}`, () => {
+  beforeAll(() => {
+    expect(NativeBackend.selectPrecision("bf16")).toBeUndefined();
+    const r = NativeBackend.register({ threads: 2 });
+    expect(r._tag === "Registered" && r.info.precision).toBe("bf16");
+  });
+  afterAll(() => {
+    expect(NativeBackend.selectPrecision("fp32")).toBeUndefined();
+  });
+
+  it("equal a float64 product of the bf16-rounded operands on odd, edge and block-crossing shapes, all transposes", () => {
+    // Odd K (a zero-padded last pair) and K past the bf16 kernel's KC of 512.
+    const shapes: ReadonlyArray<[number, number, number]> = [...edgeShapes, [14, 33, 513], [40, 70, 1025]];
+    shapes.forEach(([M, N, K], s) => {
+      for (const [ta, tb] of forms) checkGemm({ M, N, K, ta, tb }, 10 * s, undefined, true);
+    });
+  }, timeout);
+
+  it("equal it on the models' shapes (sampled entries)", () => {
+    modelShapes.forEach(([M, N, K], s) => {
+      for (const [ta, tb] of forms.slice(0, 3)) checkGemm({ M, N, K, ta, tb }, 1000 + s, 200, true);
+    });
+  }, timeout);
+
+  it("really round: against the unrounded fp32 product they are off by about bf16's 2⁻⁹, and fp32 is not", () => {
+    const [M, N, K] = [24, 40, 256];
+    const a = floats(M * K, 77);
+    const b = floats(K * N, 78);
+    const worst = (out: Float32Array) => {
+      let w = 0;
+      for (let i = 0; i < M; i++) {
+        for (let j = 0; j < N; j++) {
+          let sum = 0;
+          let abs = 0;
+          for (let k = 0; k < K; k++) {
+            sum += a[i * K + k] * b[k * N + j];
+            abs += Math.abs(a[i * K + k] * b[k * N + j]);
+          }
+          w = Math.max(w, Math.abs(out[i * N + j] - sum) / abs);
+        }
+      }
+      return w;
+    };
+    const out = new Float32Array(M * N);
+    NativeBackend.gemm(a, b, out, M, N, K);
+    const inBf16 = worst(out);
+    expect(NativeBackend.selectPrecision("fp32")).toBeUndefined();
+    NativeBackend.gemm(a, b, out, M, N, K);
+    const inFp32 = worst(out);
+    expect(NativeBackend.selectPrecision("bf16")).toBeUndefined();
+    expect(inFp32).toBeLessThan(1e-6);
+    expect(inBf16).toBeGreaterThan(1e-4);
+    expect(inBf16).toBeLessThan(2 ** -8);
+  });
+
+  it("keep NaN and infinity", () => {
+    const [M, N, K] = [13, 33, 7];
+    const a = floats(M * K, 5).slice();
+    const b = floats(K * N, 6);
+    a[2 * K + 3] = Number.NaN;
+    a[5 * K + 6] = Number.POSITIVE_INFINITY;
+    const out = new Float32Array(M * N);
+    NativeBackend.gemm(a, b, out, M, N, K);
+    for (let j = 0; j < N; j++) {
+      expect(out[2 * N + j]).toBeNaN();
+      expect(Math.abs(out[5 * N + j])).toBe(Number.POSITIVE_INFINITY);
+      expect(Number.isFinite(out[4 * N + j])).toBe(true);
+    }
+  });
+
+  it("match cpu through tf.matMul on bf16-exact operands (batched, broadcast, transposed); attention stays within bf16's error", async () => {
+    const exact = (shape: Array<number>, seed: number, lo = -1, hi = 1) => tf.tidy(() => {
+      const t = rand(shape, seed, lo, hi);
+      return tf.tensor(Array.from(t.dataSync(), bf16), shape);
+    });
+    for (const c of [...matMulCases, { a: [3, 2], b: [], M: 40, N: 50, K: 61 }]) {
+      for (const [ta, tb] of forms) {
+        await expectNativeMatchesCpu(`bf16 ${JSON.stringify(c)} ${ta ? "aT" : "a"}·${tb ? "bT" : "b"}`, () => {
+          const outBatch = tf.broadcast_util.assertAndGetBroadcastShape(c.a, c.b);
+          const [a, b] = [exact(operandShape(c.a, c.M, c.K, ta), 1), exact(operandShape(c.b, c.K, c.N, tb), 2)];
+          return tf.matMul(tf.broadcastTo(a, [...outBatch, ...a.shape.slice(-2)]), tf.broadcastTo(b, [...outBatch, ...b.shape.slice(-2)]), ta, tb);
+        }, 1e-6 * Math.max(c.K, 1) + 1e-6, 1e-4);
+      }
+    }
+    const [B, H, T, D] = [1, 2, 40, 16];
+    await expectNativeMatchesCpu("bf16 attention forward", () => {
+      const q = exact([B, H, T, D], 3, -2, 2) as tf.Tensor4D;
+      const k = exact([B, H, T, D], 4, -2, 2) as tf.Tensor4D;
+      const v = exact([B, H, T, D], 5) as tf.Tensor4D;
+      // The probabilities are rounded to bf16 before P·V, so only bf16's relative 2⁻⁸ holds.
+      return Fused.causalAttention(q, k, v, 0.25, "bhtd");
+    }, 1e-2, 1e-2);
+  }, timeout);
 });

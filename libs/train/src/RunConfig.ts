@@ -92,6 +92,12 @@ export const RunConfig = Schema.Struct({
   data: Schema.String,
   seed: opt(NonNegativeInt, 1234),
   backend: opt(Backend.Choice, "auto"),
+  /**
+   * Matmul precision: fp32, or bf16 mixed precision (bf16 operands, fp32 sums, everything else
+   * fp32) on the native backend where the CPU has AVX512_BF16. Recorded with the run: a resume
+   * runs at the run's precision.
+   */
+  precision: opt(Backend.Precision, "fp32"),
   model: section(ModelSection),
   patch: section(PatchSection),
   batch: BatchSection,

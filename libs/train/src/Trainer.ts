@@ -18,7 +18,7 @@ import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
 import { FileSystem } from "@effect/platform";
 import { Chunk, Effect, Either, Ref, Schema, Stream } from "effect";
-import { AtomicFile, fileErrorFrom } from "@patchlm/core";
+import { AtomicFile, type Backend, fileErrorFrom } from "@patchlm/core";
 import { Checkpoint } from "@patchlm/checkpoint";
 import { Batches, Shards } from "@patchlm/data";
 import { Score } from "@patchlm/eval";
@@ -34,7 +34,7 @@ import { makeTrainStep, type TrainStep } from "./Step";
 
 /** A failure of the run itself (as opposed to bad config, data or checkpoints, which have their own errors). */
 export class TrainError extends Schema.TaggedError<TrainError>()("TrainError", {
-  reason: Schema.Literal("RunExists", "NothingToResume", "NonFiniteLoss", "BadCheckpoint", "Finished"),
+  reason: Schema.Literal("RunExists", "NothingToResume", "NonFiniteLoss", "BadCheckpoint", "Finished", "BackendMismatch"),
   /** The run's name, so that an app can say how to continue it. */
   run: Schema.String,
   detail: Schema.String,
@@ -50,8 +50,11 @@ export interface Options {
   readonly resume: boolean;
   /** The run directory, when it is not `<runsDir>/<name>` (`resume <dir>` trains the directory it was given). */
   readonly runDir?: string;
-  /** Which backend runs, and its peak FLOP/s if known (for MFU). */
-  readonly backend: { readonly name: string; readonly peakFlops?: number };
+  /**
+   * Which backend runs, its peak FLOP/s if known (for MFU), and the precision of its matmuls
+   * (absent: fp32), which must be the config's.
+   */
+  readonly backend: { readonly name: string; readonly peakFlops?: number; readonly precision?: Backend.Precision };
   /** Polled between steps: true asks the run to checkpoint and stop (SIGINT/SIGTERM). */
   readonly stopRequested?: () => boolean;
   /** Recorded in checkpoint manifests. */
@@ -117,6 +120,15 @@ export const CONFIG_FILE = "config.json";
  */
 export const setup = Effect.fn("Trainer.setup")(function* (options: Options) {
   const c = options.config;
+  const precision = options.backend.precision ?? "fp32";
+  if (precision !== c.precision) {
+    return yield* new TrainError({
+      reason: "BackendMismatch",
+      run: c.name,
+      detail: `the config asks for precision ${c.precision} but the ${options.backend.name} backend runs ${precision} matmuls ` +
+        `(make the backend with ComputeBackend.make({ precision: config.precision }))`,
+    });
+  }
   const tokenizer = yield* Tokenizer.Tokenizer;
   const data = yield* Shards.readManifest(c.data);
   const cfg = yield* Setup.modelConfig(c, tokenizer.vocabSize);

@@ -88,6 +88,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   for (int isa = static_cast<int>(GemmIsa::Avx512), n = 0; isa >= 0; isa--)
     if (gemmIsaSupported(static_cast<GemmIsa>(isa))) isas.Set(n++, std::string(gemmIsaName(static_cast<GemmIsa>(isa))));
   out.Set("gemmIsas", isas);
+  out.Set("bf16Supported", bf16GemmSupported());
+  out.Set("precision", std::string(bf16Matmuls() ? "bf16" : "fp32"));
   return out;
 }
 
@@ -95,6 +97,12 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 // 2 avx512) of our own GEMM, refused when this CPU lacks it.
 Napi::Value SetGemm(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), setOwnGemm(static_cast<int>(num(info[0]))));
+}
+
+// setBf16(on) -> whether it took effect: bf16 mixed-precision matmuls on or off; refused (no
+// change) when this CPU lacks AVX512_BF16.
+Napi::Value SetBf16(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), setBf16Matmuls(flag(info[0])));
 }
 
 // setBatchParallel(on): a switch for benchmarks comparing both ways of running batched GEMMs.
@@ -267,6 +275,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setBatchParallel", Napi::Function::New(env, SetBatchParallel));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("setGemm", Napi::Function::New(env, SetGemm));
+  exports.Set("setBf16", Napi::Function::New(env, SetBf16));
   exports.Set("binary", Napi::Function::New(env, Binary));
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("reduce", Napi::Function::New(env, Reduce));

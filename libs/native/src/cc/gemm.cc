@@ -23,6 +23,8 @@ namespace {
 // -1: OpenBLAS (the default); otherwise the GemmIsa of our own kernels (PATCHLM_GEMM=own, or a
 // build without OpenBLAS).
 int ownIsa = blas::kAvailable ? -1 : static_cast<int>(gemmBestIsa());
+// bf16 mixed precision: every product through gemmBf16, whichever fp32 GEMM is chosen.
+bool bf16 = false;
 
 // How gemmBatched spreads a batch over the pool, for either GEMM: product(m, n, a, b, c) computes
 // an m×n block of one item's C (row stride N) from op(A)'s rows at `a` and op(B)'s columns at `b`,
@@ -91,8 +93,20 @@ bool setOwnGemm(int isa) {
 
 int ownGemm() { return ownIsa; }
 
+bool setBf16Matmuls(bool on) {
+  if (on && !bf16GemmSupported()) return false;
+  bf16 = on;
+  return true;
+}
+
+bool bf16Matmuls() { return bf16; }
+
 void gemmSingle(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (bf16) {
+    gemmBf16(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
 #ifndef PATCHLM_NO_OPENBLAS
   if (ownIsa < 0) {
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<int>(M),
@@ -116,7 +130,7 @@ void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t 
   auto product = [&](int64_t m, int64_t n, const float* ai, const float* bi, float* ci) {
     gemmSingle(transA, transB, m, n, K, 1.0f, ai, lda, bi, ldb, 0.0f, ci, N);
   };
-  if (ownIsa >= 0) {
+  if (ownIsa >= 0 || bf16) {
     // Blocks of C on every kernel's register-block multiples (MR 4/6/12, NR 16/32).
     splitBatched(a, b, out, M, N, K, transA, transB, aOffsets, bOffsets, batch, true, 48, 32, product, [](auto fn) { fn(); });
     return;

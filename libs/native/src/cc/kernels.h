@@ -13,6 +13,10 @@ void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t 
 bool setOwnGemm(int isa);
 // The GemmIsa in use, or -1 for OpenBLAS.
 int ownGemm();
+// bf16 mixed precision for every product of gemmBatched and the attention kernels (sgemm.h's
+// gemmBf16); false, with no change, when this CPU lacks AVX512_BF16.
+bool setBf16Matmuls(bool on);
+bool bf16Matmuls();
 
 // C (M×N) = alpha·op(A)·op(B) + beta·C, row-major, on the calling thread, on whichever GEMM is
 // selected (OpenBLAS: whatever its own thread setting is).

@@ -9,7 +9,9 @@
 // target attribute, called only after __builtin_cpu_supports confirmed the CPU runs them:
 //   AVX-512F: MR=12 × NR=32 (24 zmm accumulators, 2 B vectors, one broadcast);
 //   AVX2+FMA: MR=6 × NR=16 (12 ymm accumulators, the classic Haswell shape);
-//   portable: MR=4 × NR=16 in plain C++ (whatever the baseline compiler vectorises).
+//   portable: MR=4 × NR=16 in plain C++ (whatever the baseline compiler vectorises);
+//   AVX512_BF16 (gemmBf16): the AVX-512 shape on bf16 pairs, VDPBF16PS, the operands rounded to
+//   bf16 while they are packed.
 #include "sgemm.h"
 
 #include <immintrin.h>
@@ -17,19 +19,37 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 namespace patchlm {
 
 namespace {
 
-// One MR×NR tile: c = alpha·(a-panel · b-panel) + beta·c over kc steps; beta == 0 never reads c.
-using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta);
+// A packed panel element: one float, or one bf16 pair (two consecutive k of one row or column,
+// the lower k in the low half) for VDPBF16PS.
+using Bf16Pair = uint32_t;
 
+// One MR×NR tile: c = alpha·(a-panel · b-panel) + beta·c over kc steps of k; beta == 0 never
+// reads c.
+template <class T>
+using MicroKernel = void (*)(int64_t kc, const T* a, const T* b, float* c, int64_t ldc, float alpha, float beta);
+
+// Packs an extent × kc block of a matrix, element (i, p) at src[i·si + p·sp], into r-wide
+// micro-panels of T (see pack and packBf16 below).
+template <class T>
+using Packer = void (*)(const float* src, int64_t si, int64_t sp, int64_t extent, int64_t kc, int64_t r, T* dst);
+
+template <class T>
 struct Kernel {
-  MicroKernel fn;
+  MicroKernel<T> fn;
+  Packer<T> pack;
   int64_t mr, nr;  // register block
-  int64_t mc, kc, nc;  // cache blocks (mc a multiple of mr, nc of nr)
+  int64_t mc, kc, nc;  // cache blocks (mc a multiple of mr, nc of nr; kc even)
 };
+
+// k steps one packed element holds.
+template <class T>
+constexpr int64_t kPerElement = std::is_same_v<T, Bf16Pair> ? 2 : 1;
 
 // ---- portable ----
 
@@ -111,23 +131,10 @@ __attribute__((target("avx2,fma"))) void kernelAvx2(int64_t kc, const float* a, 
 
 // ---- AVX-512F ----
 
-__attribute__((target("avx512f"))) void kernelAvx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                                                       float alpha, float beta) {
-  __m512 acc[12][2];
-#pragma GCC unroll 12
-  for (int i = 0; i < 12; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < kc; p++) {
-    const __m512 b0 = _mm512_loadu_ps(b);
-    const __m512 b1 = _mm512_loadu_ps(b + 16);
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; i++) {
-      const __m512 ai = _mm512_set1_ps(a[i]);
-      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
-    }
-    a += 12;
-    b += 32;
-  }
+// c = alpha·acc + beta·c for a 12×32 tile held in 24 zmm (beta == 0 never reads c); inlined into
+// both AVX-512 kernels, whose targets include avx512f.
+__attribute__((target("avx512f"), always_inline)) inline void storeTile12x32(const __m512 (&acc)[12][2], float* c, int64_t ldc,
+                                                                            float alpha, float beta) {
   const __m512 va = _mm512_set1_ps(alpha);
   if (beta != 0.0f) {
     const __m512 vb = _mm512_set1_ps(beta);
@@ -146,34 +153,52 @@ __attribute__((target("avx512f"))) void kernelAvx512(int64_t kc, const float* a,
     }
   }
 }
-#endif
 
-const Kernel& kernelFor(GemmIsa isa) {
-  static const Kernel portable{kernelPortable, kPortMr, kPortNr, 64, 256, 1024};
-#ifdef PATCHLM_X86
-  // MC·KC·4 bytes of packed A stay in L2 (192 KB, 144 KB); KC·NR·4 of B's micro-panel in L1.
-  static const Kernel avx2{kernelAvx2, 6, 16, 144, 256, 4096};
-  static const Kernel avx512{kernelAvx512, 12, 32, 192, 256, 4096};
-  if (isa == GemmIsa::Avx512) return avx512;
-  if (isa == GemmIsa::Avx2) return avx2;
-#endif
-  return portable;
-}
-
-// A growable 64-byte-aligned scratch buffer per thread (one for packed A, one for packed B).
-struct Scratch {
-  float* data = nullptr;
-  size_t size = 0;
-  ~Scratch() { std::free(data); }
-  float* get(size_t n) {
-    if (n > size) {
-      std::free(data);
-      size = (n + 15) & ~size_t{15};
-      data = static_cast<float*>(std::aligned_alloc(64, size * sizeof(float)));
+__attribute__((target("avx512f"))) void kernelAvx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                                                       float alpha, float beta) {
+  __m512 acc[12][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; p++) {
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
-    return data;
+    a += 12;
+    b += 32;
   }
-};
+  storeTile12x32(acc, c, ldc, alpha, beta);
+}
+// ---- AVX512_BF16 ----
+
+// The AVX-512F kernel's shape with bf16 inputs: each step takes one bf16 pair per row of A
+// (broadcast as one 32-bit word) and per column of B, and VDPBF16PS adds both products of a
+// pair into the fp32 accumulator, so one instruction does twice the FMAs' work. The products of
+// two bf16 are exact in fp32; only the sums round, as in fp32.
+__attribute__((target("avx512f,avx512bf16"))) void kernelBf16(int64_t kc, const Bf16Pair* a, const Bf16Pair* b, float* c,
+                                                                int64_t ldc, float alpha, float beta) {
+  __m512 acc[12][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; p += 2) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+    a += 12;
+    b += 32;
+  }
+  storeTile12x32(acc, c, ldc, alpha, beta);
+}
+#endif
 
 // Packs an extent × kc block of a matrix, element (i, p) at src[i·si + p·sp], into r-wide
 // micro-panels: panel q holds, for each p, elements (q·r + i, p) for i < r, zero past `extent`.
@@ -212,6 +237,110 @@ void pack(const float* src, int64_t si, int64_t sp, int64_t extent, int64_t kc, 
   }
 }
 
+#ifdef PATCHLM_X86
+// fp32 bits rounded to the nearest bf16 (ties to even), in the upper half of each lane. NaNs stay
+// NaNs (quieted: the rounding carry could otherwise turn a NaN with only low mantissa bits into
+// infinity).
+__attribute__((target("avx512f"), always_inline)) inline __m512i roundToBf16x16(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_maskz_srli_epi32(0xffff, u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+  return _mm512_mask_or_epi32(rounded, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), u, _mm512_set1_epi32(0x00400000));
+}
+
+// 16 bf16 pairs: lo holds each pair's k (the low half), hi its k + 1. (The masked shifts avoid
+// GCC 12's false "may be used uninitialized" on the unmasked intrinsics' undefined source.)
+__attribute__((target("avx512f"), always_inline)) inline __m512i bf16Pairs(__m512 lo, __m512 hi) {
+  return _mm512_or_si512(_mm512_and_si512(roundToBf16x16(hi), _mm512_set1_epi32(static_cast<int>(0xffff0000u))),
+                         _mm512_maskz_srli_epi32(0xffff, roundToBf16x16(lo), 16));
+}
+
+inline __mmask16 firstLanes(int64_t n) { return n >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1); }
+
+// As pack, with bf16 pairs: panel q holds, for each pair of k (p, p+1), the pairs of rows q·r + i
+// for i < r; an odd kc's last pair and rows past `extent` are zero. 16 elements at a time (the
+// kernel runs only on AVX-512 CPUs). Rows contiguous (si == 1: B, or Aᵀ): each pair of k lines
+// gives r words, two loads per 16. k contiguous (sp == 1: A, or Bᵀ): each row gives 16 pairs from
+// 32 consecutive floats, written down the panel's column of that row.
+__attribute__((target("avx512f"))) void packBf16(const float* src, int64_t si, int64_t sp, int64_t extent, int64_t kc, int64_t r,
+                                                 Bf16Pair* dst) {
+  const int64_t pairs = (kc + 1) / 2;
+  for (int64_t i0 = 0; i0 < extent; i0 += r, dst += r * pairs) {
+    const int64_t rows = std::min(r, extent - i0);
+    const float* s0 = src + i0 * si;
+    if (si == 1) {
+      for (int64_t q = 0; q < pairs; q++) {
+        const float* lo = s0 + 2 * q * sp;
+        const bool odd = 2 * q + 1 == kc;
+        Bf16Pair* d = dst + q * r;
+        for (int64_t i = 0; i < r; i += 16) {
+          const __mmask16 in = firstLanes(rows - i);
+          const __m512 a = _mm512_maskz_loadu_ps(in, lo + i);
+          const __m512 b = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(in, lo + sp + i);
+          _mm512_mask_storeu_epi32(d + i, firstLanes(r - i), bf16Pairs(a, b));
+        }
+      }
+    } else {
+      if (rows < r) {
+        for (int64_t q = 0; q < pairs; q++) std::fill(dst + q * r + rows, dst + q * r + r, Bf16Pair{0});
+      }
+      const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+      alignas(64) Bf16Pair words[16];
+      for (int64_t i = 0; i < rows; i++) {
+        const float* line = s0 + i * si;
+        for (int64_t q0 = 0; q0 < pairs; q0 += 16) {
+          const int64_t left = kc - 2 * q0;  // floats of this line from pair q0 on
+          const __m512 x0 = _mm512_maskz_loadu_ps(firstLanes(left), line + 2 * q0);
+          const __m512 x1 = _mm512_maskz_loadu_ps(firstLanes(left - 16), line + 2 * q0 + 16);
+          // Even floats are each pair's k, odd ones its k + 1.
+          const __m512 lo = _mm512_permutex2var_ps(x0, evens, x1);
+          const __m512 hi = _mm512_permutex2var_ps(x0, odds, x1);
+          _mm512_store_si512(words, bf16Pairs(lo, hi));
+          const int64_t n = std::min<int64_t>(16, pairs - q0);
+          Bf16Pair* d = dst + q0 * r + i;
+          for (int64_t t = 0; t < n; t++) d[t * r] = words[t];
+        }
+      }
+    }
+  }
+}
+#endif
+
+const Kernel<float>& kernelFor(GemmIsa isa) {
+  static const Kernel<float> portable{kernelPortable, pack, kPortMr, kPortNr, 64, 256, 1024};
+#ifdef PATCHLM_X86
+  // MC·KC·4 bytes of packed A stay in L2 (192 KB, 144 KB); KC·NR·4 of B's micro-panel in L1.
+  static const Kernel<float> avx2{kernelAvx2, pack, 6, 16, 144, 256, 4096};
+  static const Kernel<float> avx512{kernelAvx512, pack, 12, 32, 192, 256, 4096};
+  if (isa == GemmIsa::Avx512) return avx512;
+  if (isa == GemmIsa::Avx2) return avx2;
+#endif
+  return portable;
+}
+
+#ifdef PATCHLM_X86
+// Half the bytes per k, so twice the fp32 kernel's KC in the same L1/L2 footprint.
+const Kernel<Bf16Pair> bf16Kernel{kernelBf16, packBf16, 12, 32, 192, 512, 4096};
+#endif
+
+// A growable 64-byte-aligned scratch buffer per thread (one for packed A, one for packed B).
+struct Scratch {
+  void* data = nullptr;
+  size_t bytes = 0;
+  ~Scratch() { std::free(data); }
+  template <class T>
+  T* get(size_t n) {
+    const size_t want = (n * sizeof(T) + 63) & ~size_t{63};
+    if (want > bytes) {
+      std::free(data);
+      bytes = want;
+      data = std::aligned_alloc(64, bytes);
+    }
+    return static_cast<T*>(data);
+  }
+};
+
 void scale(float* c, int64_t ldc, int64_t M, int64_t N, float beta) {
   for (int64_t i = 0; i < M; i++) {
     float* ci = c + i * ldc;
@@ -219,6 +348,59 @@ void scale(float* c, int64_t ldc, int64_t M, int64_t N, float beta) {
       std::memset(ci, 0, sizeof(float) * N);
     } else {
       for (int64_t j = 0; j < N; j++) ci[j] *= beta;
+    }
+  }
+}
+
+template <class T>
+void blocked(const Kernel<T>& k, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
+             int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const int64_t MR = k.mr, NR = k.nr;
+  constexpr int64_t step = kPerElement<T>;
+  thread_local Scratch aBuf, bBuf;
+  const int64_t depthMax = (std::min(k.kc, K) + step - 1) / step;  // packed elements per panel row
+  const int64_t ncMax = std::min(k.nc, (N + NR - 1) / NR * NR);
+  const int64_t mcMax = std::min(k.mc, (M + MR - 1) / MR * MR);
+  T* bPack = bBuf.get<T>(static_cast<size_t>(depthMax * ncMax));
+  T* aPack = aBuf.get<T>(static_cast<size_t>(depthMax * mcMax));
+  alignas(64) float tile[16 * 32];  // MR×NR of the largest kernel, for partial tiles
+  for (int64_t jc = 0; jc < N; jc += k.nc) {
+    const int64_t nc = std::min(k.nc, N - jc);
+    for (int64_t pc = 0; pc < K; pc += k.kc) {
+      const int64_t kc = std::min(k.kc, K - pc);
+      const int64_t depth = (kc + step - 1) / step;
+      // The first K slice applies the caller's beta; later ones add to it.
+      const float betaHere = pc == 0 ? beta : 1.0f;
+      if (transB) k.pack(b + jc * ldb + pc, ldb, 1, nc, kc, NR, bPack);
+      else k.pack(b + pc * ldb + jc, 1, ldb, nc, kc, NR, bPack);
+      for (int64_t ic = 0; ic < M; ic += k.mc) {
+        const int64_t mc = std::min(k.mc, M - ic);
+        if (transA) k.pack(a + pc * lda + ic, 1, lda, mc, kc, MR, aPack);
+        else k.pack(a + ic * lda + pc, lda, 1, mc, kc, MR, aPack);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int64_t nr = std::min(NR, nc - jr);
+          const T* bp = bPack + jr * depth;
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int64_t mr = std::min(MR, mc - ir);
+            const T* ap = aPack + ir * depth;
+            float* cp = c + (ic + ir) * ldc + jc + jr;
+            if (mr == MR && nr == NR) {
+              k.fn(kc, ap, bp, cp, ldc, alpha, betaHere);
+            } else {
+              k.fn(kc, ap, bp, tile, NR, 1.0f, 0.0f);
+              for (int64_t i = 0; i < mr; i++) {
+                float* ci = cp + i * ldc;
+                const float* ti = tile + i * NR;
+                if (betaHere == 0.0f) {
+                  for (int64_t j = 0; j < nr; j++) ci[j] = alpha * ti[j];
+                } else {
+                  for (int64_t j = 0; j < nr; j++) ci[j] = alpha * ti[j] + betaHere * ci[j];
+                }
+              }
+            }
+          }
+        }
+      }
     }
   }
 }
@@ -248,60 +430,39 @@ GemmIsa gemmBestIsa() {
   return GemmIsa::Portable;
 }
 
-void sgemm(GemmIsa isa, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
-           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
+bool bf16GemmSupported() {
+#ifdef PATCHLM_X86
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+namespace {
+// The shared entry checks of both GEMMs; false when nothing is left to compute.
+bool needsProduct(int64_t M, int64_t N, int64_t K, float alpha, float beta, float* c, int64_t ldc) {
+  if (M <= 0 || N <= 0) return false;
   if (K <= 0 || alpha == 0.0f) {
     if (beta != 1.0f) scale(c, ldc, M, N, beta);
-    return;
+    return false;
   }
-  const Kernel& k = kernelFor(isa);
-  const int64_t MR = k.mr, NR = k.nr;
-  thread_local Scratch aBuf, bBuf;
-  const int64_t kcMax = std::min(k.kc, K);
-  const int64_t ncMax = std::min(k.nc, (N + NR - 1) / NR * NR);
-  const int64_t mcMax = std::min(k.mc, (M + MR - 1) / MR * MR);
-  float* bPack = bBuf.get(static_cast<size_t>(kcMax * ncMax));
-  float* aPack = aBuf.get(static_cast<size_t>(kcMax * mcMax));
-  alignas(64) float tile[16 * 32];  // MR×NR of the largest kernel, for partial tiles
-  for (int64_t jc = 0; jc < N; jc += k.nc) {
-    const int64_t nc = std::min(k.nc, N - jc);
-    for (int64_t pc = 0; pc < K; pc += k.kc) {
-      const int64_t kc = std::min(k.kc, K - pc);
-      // The first K slice applies the caller's beta; later ones add to it.
-      const float betaHere = pc == 0 ? beta : 1.0f;
-      if (transB) pack(b + jc * ldb + pc, ldb, 1, nc, kc, NR, bPack);
-      else pack(b + pc * ldb + jc, 1, ldb, nc, kc, NR, bPack);
-      for (int64_t ic = 0; ic < M; ic += k.mc) {
-        const int64_t mc = std::min(k.mc, M - ic);
-        if (transA) pack(a + pc * lda + ic, 1, lda, mc, kc, MR, aPack);
-        else pack(a + ic * lda + pc, lda, 1, mc, kc, MR, aPack);
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int64_t nr = std::min(NR, nc - jr);
-          const float* bp = bPack + jr * kc;
-          for (int64_t ir = 0; ir < mc; ir += MR) {
-            const int64_t mr = std::min(MR, mc - ir);
-            const float* ap = aPack + ir * kc;
-            float* cp = c + (ic + ir) * ldc + jc + jr;
-            if (mr == MR && nr == NR) {
-              k.fn(kc, ap, bp, cp, ldc, alpha, betaHere);
-            } else {
-              k.fn(kc, ap, bp, tile, NR, 1.0f, 0.0f);
-              for (int64_t i = 0; i < mr; i++) {
-                float* ci = cp + i * ldc;
-                const float* ti = tile + i * NR;
-                if (betaHere == 0.0f) {
-                  for (int64_t j = 0; j < nr; j++) ci[j] = alpha * ti[j];
-                } else {
-                  for (int64_t j = 0; j < nr; j++) ci[j] = alpha * ti[j] + betaHere * ci[j];
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  return true;
+}
+}  // namespace
+
+void sgemm(GemmIsa isa, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (!needsProduct(M, N, K, alpha, beta, c, ldc)) return;
+  blocked(kernelFor(isa), transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemmBf16(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
+              const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (!needsProduct(M, N, K, alpha, beta, c, ldc)) return;
+#ifdef PATCHLM_X86
+  blocked(bf16Kernel, transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
 }
 
 }  // namespace patchlm

@@ -13,12 +13,22 @@ export interface Addon {
     gemm: string;
     /** The ISAs of our own GEMM this CPU runs, fastest first (always ends with "portable"). */
     gemmIsas: Array<string>;
+    /** Whether this CPU runs the bf16 GEMM (AVX512_BF16). */
+    bf16Supported: boolean;
+    /** "bf16" while bf16 mixed-precision matmuls are on. */
+    precision: string;
   };
   /**
    * Which GEMM BatchMatMul and the attention kernels use: -1 OpenBLAS, else our own with the
    * kernel GemmIsa (0 portable, 1 avx2, 2 avx512). False, with no change, when the CPU lacks it.
    */
   setGemm(isa: number): boolean;
+  /**
+   * bf16 mixed-precision matmuls on or off: every BatchMatMul and attention product rounds its
+   * operands to bf16 and accumulates in fp32 (VDPBF16PS). False, with no change, when the CPU lacks
+   * AVX512_BF16.
+   */
+  setBf16(on: boolean): boolean;
   setThreads(blas: number, pool: number): void;
   /**
    * Repairs OpenBLAS 0.3.21's misdetection of newer CPUs (SSE kernels on an AVX CPU) when
