@@ -5,6 +5,7 @@
  * outputs for reuse, up to 1 GiB, so RSS grows at first and then stops).
  *
  *   npx tsx tools/bench-native-memory.ts [--backend native] [--steps 1000] [--every 100] [--preset tiny]
+ *                                        [--precision fp32|bf16]
  */
 import * as tf from "@tensorflow/tfjs";
 import { ComputeBackend } from "@patchlm/backend";
@@ -24,10 +25,11 @@ const backend = flag("backend", "native") as ComputeBackend.BackendName;
 const steps = Number(flag("steps", "1000"));
 const every = Number(flag("every", "100"));
 const preset = flag("preset", "tiny");
+const precision = flag("precision", "fp32") as ComputeBackend.Precision;
 const cfg = Presets.byName[preset];
 
 const main = Effect.gen(function* () {
-  yield* ComputeBackend.make({ backend });
+  yield* ComputeBackend.make({ backend, precision });
   const B = 4;
   const T = Math.min(64, cfg.contextLength);
   const params = Model.init(cfg, 1);
@@ -55,7 +57,7 @@ const main = Effect.gen(function* () {
   return {
     benchmark: "memory over training steps (first half token mode, second half patch mode K=4)",
     backend,
-    config: { preset, B, T, steps },
+    config: { preset, B, T, steps, precision },
     openblas: openblasReport(),
     // Each mode's step keeps the same tensors alive between steps.
     tensorsFlat: halves.every((h) => h.every((s) => s.tensors === h[0].tensors && s.dataBuffers === h[0].dataBuffers)),
