@@ -87,9 +87,9 @@ export interface Options {
   readonly precision?: Precision;
 }
 
-/** The kernel paths of our own GEMM: AVX-512F, AVX2+FMA, plain C++. */
-export type GemmIsa = "avx512" | "avx2" | "portable";
-const gemmIsaCodes: Record<GemmIsa, number> = { portable: 0, avx2: 1, avx512: 2 };
+/** The kernel paths of our own GEMM: AVX-512F, AVX2+FMA, NEON (aarch64), plain C++. */
+export type GemmIsa = "avx512" | "avx2" | "neon" | "portable";
+const gemmIsaCodes: Record<GemmIsa, number> = { portable: 0, avx2: 1, avx512: 2, neon: 3 };
 const isGemmIsa = (s: string): s is GemmIsa => Object.hasOwn(gemmIsaCodes, s);
 
 /** OpenBLAS's kernel sets (its core names) that run AVX-512. */
@@ -102,7 +102,8 @@ const avx512BlasCores = new Set(["SkylakeX", "Cooperlake", "SapphireRapids"]);
  * but 0.72–1.09× its AVX-512 ones, and our AVX2 path runs at about half our AVX-512 speed. So:
  * ours where it has AVX-512 and OpenBLAS does not, or where there is no OpenBLAS; OpenBLAS
  * otherwise. Our portable path (scalar C++, 3% of OpenBLAS) is never a default while OpenBLAS
- * exists.
+ * exists, nor is our NEON path (tested under emulation only, never timed against OpenBLAS's
+ * ARMv8 kernels).
  */
 export const defaultGemm = (addon: {
   readonly blas: string;
@@ -125,7 +126,7 @@ const gemmChoice = (options: Options): { readonly isa: GemmIsa | "best" | "openb
   if (gemm !== "own") return { error: `PATCHLM_GEMM=${gemm}: expected own or openblas` };
   const isa = options.gemmIsa ?? process.env.PATCHLM_GEMM_ISA;
   if (isa === undefined || isa === "") return { isa: "best" };
-  return isGemmIsa(isa) ? { isa } : { error: `PATCHLM_GEMM_ISA=${isa}: expected avx512, avx2 or portable` };
+  return isGemmIsa(isa) ? { isa } : { error: `PATCHLM_GEMM_ISA=${isa}: expected avx512, avx2, neon or portable` };
 };
 
 /**
@@ -139,7 +140,8 @@ const applyGemm = (addon: Addon, isa: GemmIsa | "best" | "openblas"): string | u
   const supported = addon.info().gemmIsas.filter(isGemmIsa);
   const chosen = isa === "best" ? supported[0] : isa;
   if (chosen === undefined || !addon.setGemm(gemmIsaCodes[chosen])) {
-    return `our GEMM's ${chosen} kernels need a CPU with ${chosen === "avx512" ? "AVX-512F" : "AVX2 and FMA"}; this one runs ${supported.join(", ")}`;
+    const needs = { avx512: "an x86-64 CPU with AVX-512F", avx2: "an x86-64 CPU with AVX2 and FMA", neon: "an aarch64 CPU", portable: "" };
+    return `our GEMM's ${chosen} kernels need ${chosen === undefined ? "a supported CPU" : needs[chosen]}; this one runs ${supported.join(", ")}`;
   }
   return undefined;
 };

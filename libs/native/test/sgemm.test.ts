@@ -8,7 +8,8 @@ import { describeNative, expectNativeMatchesCpu, type MatMulCase, matMulCases, o
 // computed here and against the cpu backend through tf.matMul. The error bound is relative to K:
 // |c − ref| ≤ (2K + 1)·2⁻²⁴·Σₖ|aᵢₖ·bₖⱼ| (plus a hair for a zero sum).
 
-const isas: ReadonlyArray<NativeBackend.GemmIsa> = ["avx512", "avx2", "portable"];
+// (neon runs on aarch64 only; test/aarch64.test.ts checks it under qemu-user from here)
+const isas: ReadonlyArray<NativeBackend.GemmIsa> = ["avx512", "avx2", "neon", "portable"];
 const supported: ReadonlyArray<NativeBackend.GemmIsa> = registration._tag === "Registered" ? registration.info.gemmIsas : [];
 
 // Uniform in [-1, 1), made once per (size, seed) and shared by the kernel paths.
@@ -128,7 +129,7 @@ const registered = registration._tag === "Registered" ? registration.info : unde
 const defaultChoice = registered === undefined ? undefined : NativeBackend.defaultGemm(registered).isa;
 
 describe("NativeBackend.defaultGemm (the policy, from docs/performance.md's measurements)", () => {
-  const isasOf = { avx512: ["avx512", "avx2", "portable"], avx2: ["avx2", "portable"], none: ["portable"] } as const;
+  const isasOf = { avx512: ["avx512", "avx2", "portable"], avx2: ["avx2", "portable"], neon: ["neon", "portable"], none: ["portable"] } as const;
   it.each([
     ["AVX-512 CPU, OpenBLAS forced to its AVX2 kernels (OPENBLAS_CORETYPE=Haswell)", "Haswell", isasOf.avx512, "avx512"],
     ["AVX-512 CPU, OpenBLAS on AVX2 Zen kernels", "Zen", isasOf.avx512, "avx512"],
@@ -136,6 +137,7 @@ describe("NativeBackend.defaultGemm (the policy, from docs/performance.md's meas
     ["AVX-512 CPU, OpenBLAS on SkylakeX kernels", "SkylakeX", isasOf.avx512, "openblas"],
     ["AVX2 CPU: our AVX2 path is about half our AVX-512 speed, below OpenBLAS's", "Haswell", isasOf.avx2, "openblas"],
     ["a CPU without AVX2: never the portable path while OpenBLAS exists", "Prescott", isasOf.none, "openblas"],
+    ["an aarch64 CPU: OpenBLAS's ARMv8 kernels while OpenBLAS exists (ours is untimed there)", "NEOVERSEN1", isasOf.neon, "openblas"],
   ])("%s", (_what, blasCore, gemmIsas, want) => {
     expect(NativeBackend.defaultGemm({ blas: "OpenBLAS 0.3.21", blasCore, gemmIsas }).isa).toBe(want);
   });
@@ -143,6 +145,7 @@ describe("NativeBackend.defaultGemm (the policy, from docs/performance.md's meas
   it("is ours, on the fastest path, in a build without OpenBLAS", () => {
     expect(NativeBackend.defaultGemm({ blas: "none", blasCore: "none", gemmIsas: isasOf.avx2 })).toEqual({ isa: "avx2", reason: "built without OpenBLAS" });
     expect(NativeBackend.defaultGemm({ blas: "none", blasCore: "none", gemmIsas: isasOf.none }).isa).toBe("portable");
+    expect(NativeBackend.defaultGemm({ blas: "none", blasCore: "none", gemmIsas: isasOf.neon }).isa).toBe("neon");
   });
 });
 

@@ -47,6 +47,9 @@ void gotoblas_dynamic_quit(void);
 #endif
 
 [[maybe_unused]] const char* fallbackCore() {
+#if !defined(__x86_64__) && !defined(__i386__)
+  return nullptr;  // the misdetection is of x86 models
+#else
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512bf16")) return "Cooperlake";
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
@@ -55,6 +58,7 @@ void gotoblas_dynamic_quit(void);
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
   if (__builtin_cpu_supports("avx")) return "Sandybridge";
   return nullptr;
+#endif
 }
 
 // redetectBlasCore() -> the core name now in use (unchanged when nothing needed repairing).
@@ -85,8 +89,9 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   const int own = ownGemm();
   out.Set("gemm", own < 0 ? std::string("openblas") : std::string("own ") + gemmIsaName(static_cast<GemmIsa>(own)));
   Napi::Array isas = Napi::Array::New(env);
-  for (int isa = static_cast<int>(GemmIsa::Avx512), n = 0; isa >= 0; isa--)
-    if (gemmIsaSupported(static_cast<GemmIsa>(isa))) isas.Set(n++, std::string(gemmIsaName(static_cast<GemmIsa>(isa))));
+  uint32_t n = 0;
+  for (GemmIsa isa : kGemmIsas)
+    if (gemmIsaSupported(isa)) isas.Set(n++, std::string(gemmIsaName(isa)));
   out.Set("gemmIsas", isas);
   out.Set("bf16Supported", bf16GemmSupported());
   out.Set("precision", std::string(bf16Matmuls() ? "bf16" : "fp32"));
@@ -94,7 +99,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 }
 
 // setGemm(isa) -> whether it took effect: -1 = OpenBLAS, else a GemmIsa (0 portable, 1 avx2,
-// 2 avx512) of our own GEMM, refused when this CPU lacks it.
+// 2 avx512, 3 neon) of our own GEMM, refused when this CPU lacks it.
 Napi::Value SetGemm(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), setOwnGemm(static_cast<int>(num(info[0]))));
 }

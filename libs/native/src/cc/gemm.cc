@@ -86,7 +86,7 @@ bool setOwnGemm(int isa) {
     ownIsa = -1;
     return true;
   }
-  if (isa > static_cast<int>(GemmIsa::Avx512) || !gemmIsaSupported(static_cast<GemmIsa>(isa))) return false;
+  if (isa > static_cast<int>(GemmIsa::Neon) || !gemmIsaSupported(static_cast<GemmIsa>(isa))) return false;
   ownIsa = isa;
   return true;
 }
@@ -131,8 +131,9 @@ void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t 
     gemmSingle(transA, transB, m, n, K, 1.0f, ai, lda, bi, ldb, 0.0f, ci, N);
   };
   if (ownIsa >= 0 || bf16) {
-    // Blocks of C on every kernel's register-block multiples (MR 4/6/12, NR 16/32).
-    splitBatched(a, b, out, M, N, K, transA, transB, aOffsets, bOffsets, batch, true, 48, 32, product, [](auto fn) { fn(); });
+    // Blocks of C on the kernel's register-block multiples (the bf16 kernel's are AVX-512's).
+    const GemmRegisterBlock block = gemmRegisterBlock(bf16 ? GemmIsa::Avx512 : static_cast<GemmIsa>(ownIsa));
+    splitBatched(a, b, out, M, N, K, transA, transB, aOffsets, bOffsets, batch, true, 4 * block.mr, block.nr, product, [](auto fn) { fn(); });
     return;
   }
   const int blasThreads = blas::threads();

@@ -1,11 +1,25 @@
 #include "pool.h"
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 #include <sched.h>
 
 #include <algorithm>
 
 namespace patchlm {
+
+namespace {
+// A spin-wait hint to the core (PAUSE on x86, YIELD on aarch64): the sibling hyperthread gets the
+// pipeline and the loop draws less power.
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+}  // namespace
 
 namespace {
 // About 20-40 µs of pause instructions, then yields for about as long, then sleep.
@@ -47,7 +61,7 @@ void Pool::workerLoop(int index) {
   for (;;) {
     uint32_t now = generation_.load(std::memory_order_acquire);
     for (int i = 0; now == seen && i < kSpinPauses; i++) {
-      _mm_pause();
+      cpuRelax();
       now = generation_.load(std::memory_order_acquire);
     }
     for (int i = 0; now == seen && i < kSpinYields; i++) {
@@ -92,7 +106,7 @@ void Pool::run(int parts, const std::function<void(int, int)>& fn) {
     }
   }
   for (int spins = 0; completed_.load(std::memory_order_acquire) < parts - 1; spins++) {
-    if (spins < kSpinPauses) _mm_pause();
+    if (spins < kSpinPauses) cpuRelax();
     else sched_yield();
   }
   job_ = nullptr;

@@ -11,10 +11,15 @@
 //   AVX2+FMA: MR=6 × NR=16 (12 ymm accumulators, the classic Haswell shape);
 //   portable: MR=4 × NR=16 in plain C++ (whatever the baseline compiler vectorises);
 //   AVX512_BF16 (gemmBf16): the AVX-512 shape on bf16 pairs, VDPBF16PS, the operands rounded to
-//   bf16 while they are packed.
+//   bf16 while they are packed;
+//   NEON (aarch64, where it is baseline): MR=8 × NR=12 (24 q accumulators, FMA by lane).
 #include "sgemm.h"
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -74,6 +79,47 @@ void kernelPortable(int64_t kc, const float* a, const float* b, float* c, int64_
     }
   }
 }
+
+// ---- NEON (aarch64) ----
+
+#if defined(__aarch64__)
+constexpr int kNeonMr = 8, kNeonNr = 12;
+
+// 8 rows × 12 columns: per k, three B vectors and two A vectors (rows 0-3, 4-7), each
+// accumulator fed by one lane of A (FMLA by element), 24 + 3 + 2 of the 32 q registers.
+void kernelNeon(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta) {
+  float32x4_t acc[kNeonMr][3];
+  for (int i = 0; i < kNeonMr; i++) acc[i][0] = acc[i][1] = acc[i][2] = vdupq_n_f32(0.0f);
+  for (int64_t p = 0; p < kc; p++) {
+    const float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8);
+    const float32x4_t lo = vld1q_f32(a), hi = vld1q_f32(a + 4);
+    // The lane is an immediate, hence a macro rather than a loop.
+#define PATCHLM_ROW(i, v, lane)                             \
+  acc[i][0] = vfmaq_laneq_f32(acc[i][0], b0, v, lane);       \
+  acc[i][1] = vfmaq_laneq_f32(acc[i][1], b1, v, lane);       \
+  acc[i][2] = vfmaq_laneq_f32(acc[i][2], b2, v, lane);
+    PATCHLM_ROW(0, lo, 0)
+    PATCHLM_ROW(1, lo, 1)
+    PATCHLM_ROW(2, lo, 2)
+    PATCHLM_ROW(3, lo, 3)
+    PATCHLM_ROW(4, hi, 0)
+    PATCHLM_ROW(5, hi, 1)
+    PATCHLM_ROW(6, hi, 2)
+    PATCHLM_ROW(7, hi, 3)
+#undef PATCHLM_ROW
+    a += kNeonMr;
+    b += kNeonNr;
+  }
+  const float32x4_t va = vdupq_n_f32(alpha);
+  for (int i = 0; i < kNeonMr; i++) {
+    float* row = c + i * ldc;
+    for (int j = 0; j < 3; j++) {
+      const float32x4_t scaled = vmulq_f32(va, acc[i][j]);
+      vst1q_f32(row + 4 * j, beta == 0.0f ? scaled : vfmaq_n_f32(scaled, vld1q_f32(row + 4 * j), beta));
+    }
+  }
+}
+#endif
 
 // ---- AVX2 + FMA ----
 
@@ -309,6 +355,11 @@ __attribute__((target("avx512f"))) void packBf16(const float* src, int64_t si, i
 
 const Kernel<float>& kernelFor(GemmIsa isa) {
   static const Kernel<float> portable{kernelPortable, pack, kPortMr, kPortNr, 64, 256, 1024};
+#if defined(__aarch64__)
+  // MC·KC·4 = 128 KB of packed A in L2, KC·NR·4 = 12 KB of B's micro-panel in L1.
+  static const Kernel<float> neon{kernelNeon, pack, kNeonMr, kNeonNr, 128, 256, 3072};
+  if (isa == GemmIsa::Neon) return neon;
+#endif
 #ifdef PATCHLM_X86
   // MC·KC·4 bytes of packed A stay in L2 (192 KB, 144 KB); KC·NR·4 of B's micro-panel in L1.
   static const Kernel<float> avx2{kernelAvx2, pack, 6, 16, 144, 256, 4096};
@@ -411,8 +462,14 @@ const char* gemmIsaName(GemmIsa isa) {
   switch (isa) {
     case GemmIsa::Avx512: return "avx512";
     case GemmIsa::Avx2: return "avx2";
+    case GemmIsa::Neon: return "neon";
     default: return "portable";
   }
+}
+
+GemmRegisterBlock gemmRegisterBlock(GemmIsa isa) {
+  const Kernel<float>& k = kernelFor(isa);
+  return {k.mr, k.nr};
 }
 
 bool gemmIsaSupported(GemmIsa isa) {
@@ -421,10 +478,14 @@ bool gemmIsaSupported(GemmIsa isa) {
   if (isa == GemmIsa::Avx512) return __builtin_cpu_supports("avx512f");
   if (isa == GemmIsa::Avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
+#if defined(__aarch64__)
+  if (isa == GemmIsa::Neon) return true;  // baseline on aarch64
+#endif
   return isa == GemmIsa::Portable;
 }
 
 GemmIsa gemmBestIsa() {
+  if (gemmIsaSupported(GemmIsa::Neon)) return GemmIsa::Neon;
   if (gemmIsaSupported(GemmIsa::Avx512)) return GemmIsa::Avx512;
   if (gemmIsaSupported(GemmIsa::Avx2)) return GemmIsa::Avx2;
   return GemmIsa::Portable;

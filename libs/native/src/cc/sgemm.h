@@ -1,17 +1,27 @@
 // Our own packed, cache-blocked SGEMM (no BLAS), with the micro-kernel picked at run time from
 // the CPU's features. Compiled without -march=native (binding.gyp's patchlm_sgemm target): the
 // AVX2 and AVX-512 kernels carry per-function target attributes and run only where
-// __builtin_cpu_supports says so, so one binary serves every x86-64 CPU.
+// __builtin_cpu_supports says so, so one binary serves every x86-64 CPU; on aarch64 the NEON
+// kernel is baseline.
 #pragma once
 
 #include <cstdint>
 
 namespace patchlm {
 
-enum class GemmIsa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
+enum class GemmIsa : int { Portable = 0, Avx2 = 1, Avx512 = 2, Neon = 3 };
 
-// "portable", "avx2", "avx512".
+// Every kernel path, fastest first (as Info lists the supported ones).
+constexpr GemmIsa kGemmIsas[] = {GemmIsa::Avx512, GemmIsa::Avx2, GemmIsa::Neon, GemmIsa::Portable};
+
+// "portable", "avx2", "avx512", "neon".
 const char* gemmIsaName(GemmIsa isa);
+
+// The micro-kernel's tile of C: mr rows × nr columns.
+struct GemmRegisterBlock {
+  int64_t mr, nr;
+};
+GemmRegisterBlock gemmRegisterBlock(GemmIsa isa);
 // Whether this CPU runs the kernel (portable: always).
 bool gemmIsaSupported(GemmIsa isa);
 // The fastest kernel this CPU runs.

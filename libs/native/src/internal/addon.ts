@@ -20,7 +20,7 @@ export interface Addon {
   };
   /**
    * Which GEMM BatchMatMul and the attention kernels use: -1 OpenBLAS, else our own with the
-   * kernel GemmIsa (0 portable, 1 avx2, 2 avx512). False, with no change, when the CPU lacks it.
+   * kernel GemmIsa (0 portable, 1 avx2, 2 avx512, 3 neon). False, with no change, when the CPU lacks it.
    */
   setGemm(isa: number): boolean;
   /**
