@@ -1,4 +1,6 @@
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import * as path from "node:path";
 import { describeNative, registration } from "./support";
 import { NativeBackend } from "../src";
 
@@ -36,6 +38,21 @@ describeNative("native backend registration", () => {
       expect(again.info.blasCoreDetected).toBe(info.blasCoreDetected);
     }
   });
+});
+
+describeNative("the addon's thread pool", () => {
+  // A resize right after a resize stopped the pool while a new worker had not yet read the
+  // generation it starts from; it then waited for a change that never came, and the resize waited
+  // to join it forever (seen in jest as a silent hang). In a child process, so a hang fails here.
+  it("survives 20,000 resizes back and forth between one and two threads", () => {
+    const r = spawnSync(
+      process.execPath,
+      ["--conditions=@patchlm/source", "--import", "tsx", "-e",
+        "const { NativeBackend } = require('@patchlm/native'); for (let i = 0; i < 20000; i++) NativeBackend.register({ threads: 1 + (i % 2) }); console.log('done')"],
+      { cwd: path.resolve(__dirname, "..", "..", ".."), encoding: "utf8", timeout: 60_000 },
+    );
+    expect({ status: r.status, signal: r.signal, stdout: r.stdout.trim() }).toEqual({ status: 0, signal: null, stdout: "done" });
+  }, 90_000);
 });
 
 describeNative("NativeBackend.measurePeakGflops", () => {

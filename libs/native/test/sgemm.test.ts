@@ -113,6 +113,8 @@ const edgeShapes: ReadonlyArray<[number, number, number]> = [
   [145, 16, 64],
   [301, 77, 129], // split by rows across the pool's two threads
   [45, 263, 97], // split by columns
+  [37, 45, 1000], // long K, small C: split into two halves of K (gemm.cc, productSplitK)
+  [13, 200, 401], // the same with an odd second half (208 + 193)
 ];
 
 // Products of this project's models (B·T rows against the width, SwiGLU and vocabulary sizes).
@@ -191,6 +193,27 @@ describeNative("our own SGEMM", () => {
     if (withOpenblas) {
       const back = NativeBackend.register({ threads: 2, gemm: "openblas" });
       expect(back._tag === "Registered" && back.info.gemm).toBe("openblas");
+    }
+  });
+
+  it("splits a long-K product into fixed halves of K: the same bits on one thread as on two, on every path", () => {
+    const [M, N, K] = [24, 40, 1100];
+    const a = floats(M * K, 91);
+    const b = floats(K * N, 92);
+    const on = (threads: number) => {
+      NativeBackend.register({ threads });
+      const out = new Float32Array(M * N);
+      NativeBackend.gemm(a, b, out, M, N, K, true, false);
+      return out;
+    };
+    try {
+      for (const isa of supported) {
+        expect(NativeBackend.selectGemm(isa)).toBeUndefined();
+        const [one, two] = [on(1), on(2)];
+        expect({ isa, same: one.every((x, i) => Object.is(x, two[i])) }).toEqual({ isa, same: true });
+      }
+    } finally {
+      NativeBackend.register({ threads: 2 });
     }
   });
 

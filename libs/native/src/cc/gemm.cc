@@ -1,6 +1,7 @@
 #include "blas.h"
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels.h"
 #include "pool.h"
@@ -118,6 +119,49 @@ void gemmSingle(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float
   sgemm(static_cast<GemmIsa>(ownIsa), transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+namespace {
+// Long-K products with a small C (the weight gradients xᵀ·dy: C×C or C×F against K = B·T rows)
+// split K in two halves instead of C: split by rows, every thread would pack all of op(B) from
+// memory (2 MB of fp32 per thread for 256×256×2048), which costs more than its share of the
+// arithmetic; split by K, each thread packs its half of each operand. The halves are fixed by the
+// shape alone and summed in one order, so the result does not depend on the thread count (one
+// product only: a batch keeps the split by item, or by blocks of C).
+bool splitsK(int64_t M, int64_t N, int64_t K, int64_t batch) {
+  return batch == 1 && K >= 2 * std::max(M, N) && M * N <= (int64_t{1} << 20) && M * N * K >= kSplitGemm;
+}
+
+// out (M×N) = op(a)·op(b) as the sum of two half-K products (the first K rounded to 16), each
+// split further by rows of C across the pool's threads (units of `rowUnit` rows).
+void productSplitK(bool transA, bool transB, int64_t M, int64_t N, int64_t K, const float* a, const float* b, float* out,
+                   int64_t rowUnit) {
+  const int64_t lda = transA ? M : K;
+  const int64_t ldb = transB ? K : N;
+  const int64_t half = std::min(K, (K / 2 + 15) / 16 * 16);
+  // The calling thread's buffer, named by pointer: inside the lambda a thread_local would be
+  // each worker's own (empty) one.
+  thread_local std::vector<float> secondBuffer;
+  secondBuffer.resize(static_cast<size_t>(M * N));
+  float* second = secondBuffer.data();
+  const int64_t units = (M + rowUnit - 1) / rowUnit;
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(units, pool().size() / 2));
+  pool().parallelFor(2 * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t++) {
+      const int64_t part = t / blocks, block = t % blocks;
+      const int64_t r0 = std::min(M, units * block / blocks * rowUnit), r1 = std::min(M, units * (block + 1) / blocks * rowUnit);
+      if (r0 >= r1) continue;
+      const int64_t k0 = part == 0 ? 0 : half, depth = part == 0 ? half : K - half;
+      const float* ap = transA ? a + k0 * lda + r0 : a + r0 * lda + k0;
+      const float* bp = transB ? b + k0 : b + k0 * ldb;
+      float* dst = (part == 0 ? out : second) + r0 * N;
+      gemmSingle(transA, transB, r1 - r0, N, depth, 1.0f, ap, lda, bp, ldb, 0.0f, dst, N);
+    }
+  });
+  pool().parallelFor(M * N, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) out[i] += second[i];
+  });
+}
+}  // namespace
+
 void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t N, int64_t K, bool transA, bool transB,
                  const int32_t* aOffsets, const int32_t* bOffsets, int64_t batch) {
   if (M == 0 || N == 0) return;
@@ -133,6 +177,10 @@ void gemmBatched(const float* a, const float* b, float* out, int64_t M, int64_t 
   if (ownIsa >= 0 || bf16) {
     // Blocks of C on the kernel's register-block multiples (the bf16 kernel's are AVX-512's).
     const GemmRegisterBlock block = gemmRegisterBlock(bf16 ? GemmIsa::Avx512 : static_cast<GemmIsa>(ownIsa));
+    if (splitsK(M, N, K, batch)) {
+      productSplitK(transA, transB, M, N, K, a + aOffsets[0], b + bOffsets[0], out, 4 * block.mr);
+      return;
+    }
     splitBatched(a, b, out, M, N, K, transA, transB, aOffsets, bOffsets, batch, true, 4 * block.mr, block.nr, product, [](auto fn) { fn(); });
     return;
   }

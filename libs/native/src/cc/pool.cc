@@ -34,7 +34,11 @@ Pool::~Pool() { stop(); }
 void Pool::start(int threads) {
   quit_.store(false);
   threads = std::clamp(threads, 1, kMaxThreads);
-  for (int i = 1; i < threads; i++) workers_.emplace_back([this, i] { workerLoop(i); });
+  // The generation the workers start from is read here, not by each new thread: a stop() (a
+  // resize) right after this start would otherwise bump it before a slow thread's first read, and
+  // that thread would wait for a change that never comes while stop() waits to join it.
+  const uint32_t base = generation_.load();
+  for (int i = 1; i < threads; i++) workers_.emplace_back([this, i, base] { workerLoop(i, base); });
 }
 
 void Pool::stop() {
@@ -56,8 +60,7 @@ bool Pool::claim(int index, uint32_t generation) {
   return parts_[index].state.compare_exchange_strong(posted, posted | 1, std::memory_order_acq_rel);
 }
 
-void Pool::workerLoop(int index) {
-  uint32_t seen = generation_.load();
+void Pool::workerLoop(int index, uint32_t seen) {
   for (;;) {
     uint32_t now = generation_.load(std::memory_order_acquire);
     for (int i = 0; now == seen && i < kSpinPauses; i++) {

@@ -40,7 +40,8 @@ class Pool {
 
   void start(int threads);
   void stop();
-  void workerLoop(int index);
+  // Runs posted parts until stop(); `seen` is the generation at start().
+  void workerLoop(int index, uint32_t seen);
   bool claim(int index, uint32_t generation);
   void run(int parts, const std::function<void(int, int)>& fn);
 
