@@ -23,6 +23,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
+import { AtomicFile } from "@patchlm/core";
+import { Effect } from "effect";
 
 const { values } = parseArgs({
   options: {
@@ -159,10 +161,5 @@ const report = {
   results,
 };
 const text = JSON.stringify(report, null, 2) + "\n";
-if (values.out !== undefined) {
-  const tmp = `${values.out}.tmp-${process.pid}`;
-  fs.mkdirSync(path.dirname(path.resolve(values.out)), { recursive: true });
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, values.out);
-}
-process.stdout.write(text);
+const out = values.out;
+void Effect.runPromise(out === undefined ? Effect.void : AtomicFile.write(out, text)).then(() => process.stdout.write(text));
