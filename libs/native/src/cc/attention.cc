@@ -48,6 +48,16 @@ struct Heads {
 // skip the upper triangle's blocks (at T = 256 that is 37.5% of the attention FLOPs).
 constexpr int64_t kBlock = 64;
 
+// A pool thread's T×T scratch matrix, kept between calls: a fresh zero-filled std::vector per
+// group cost a 256 KB memset (and, past malloc's mmap threshold, page faults) per head. Every
+// element a product or a softmax reads is written first, so it is never cleared.
+float* scratch(int which, int64_t n) {
+  thread_local std::vector<float> buffers[2];
+  std::vector<float>& buffer = buffers[which];
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
+  return buffer.data();
+}
+
 // Rows i0..i1−1 of P (ld T, columns 0..i1−1) <- causal softmax of scale·Q·Kᵀ for those rows,
 // given each row's logsumexp (backward) or computing it into lse (forward).
 void probabilities(const float* q, int64_t ldq, const float* k, int64_t ldk, float* p, float* lse, bool haveLse, int64_t T,
@@ -78,7 +88,7 @@ void causalAttention(const float* q, const float* k, const float* v, float* o, f
   forEachGroup(B * Hkv, [&](int64_t group) {
     const int64_t b = group / Hkv;
     const int64_t g = group % Hkv;
-    std::vector<float> p(T * T);
+    float* p = scratch(0, T * T);
     const float* kg = k + ks.at(b, g);
     const float* vg = v + ks.at(b, g);
     for (int64_t r = 0; r < R; r++) {
@@ -87,8 +97,8 @@ void causalAttention(const float* q, const float* k, const float* v, float* o, f
       float* oh = o + qs.at(b, h);
       for (int64_t i0 = 0; i0 < T; i0 += kBlock) {
         const int64_t i1 = std::min(T, i0 + kBlock);
-        probabilities(qh, qs.ld(), kg, ks.ld(), p.data(), lse + (b * H + h) * T, false, T, D, scale, i0, i1);
-        gemm(false, false, i1 - i0, D, i1, 1.0f, p.data() + i0 * T, T, vg, ks.ld(), 0.0f, oh + i0 * qs.ld(), qs.ld());
+        probabilities(qh, qs.ld(), kg, ks.ld(), p, lse + (b * H + h) * T, false, T, D, scale, i0, i1);
+        gemm(false, false, i1 - i0, D, i1, 1.0f, p + i0 * T, T, vg, ks.ld(), 0.0f, oh + i0 * qs.ld(), qs.ld());
       }
     }
   });
@@ -105,7 +115,8 @@ void causalAttentionGrad(const float* dout, const float* q, const float* k, cons
   forEachGroup(B * Hkv, [&](int64_t group) {
     const int64_t b = group / Hkv;
     const int64_t g = group % Hkv;
-    std::vector<float> p(T * T), dp(T * T);
+    float* p = scratch(0, T * T);
+    float* dp = scratch(1, T * T);
     const float* kg = k + ks.at(b, g);
     const float* vg = v + ks.at(b, g);
     float* dkg = dk + ks.at(b, g);
@@ -123,15 +134,15 @@ void causalAttentionGrad(const float* dout, const float* q, const float* k, cons
       for (int64_t i0 = 0; i0 < T; i0 += kBlock) {
         const int64_t i1 = std::min(T, i0 + kBlock);
         const int64_t rows = i1 - i0;
-        float* pb = p.data() + i0 * T;
-        float* dpb = dp.data() + i0 * T;
-        probabilities(qh, ldq, kg, ldk, p.data(), const_cast<float*>(lse + (b * H + h) * T), true, T, D, scale, i0, i1);
+        float* pb = p + i0 * T;
+        float* dpb = dp + i0 * T;
+        probabilities(qh, ldq, kg, ldk, p, const_cast<float*>(lse + (b * H + h) * T), true, T, D, scale, i0, i1);
         gemm(true, false, i1, D, rows, 1.0f, pb, T, doh + i0 * ldq, ldq, 1.0f, dvg, ldk);
         gemm(false, true, rows, i1, D, 1.0f, doh + i0 * ldq, ldq, vg, ldk, 0.0f, dpb, T);
         for (int64_t i = i0; i < i1; i++) {
           const float rowDot = dot(doh + i * ldq, oh + i * ldq, D);
-          float* ds = dp.data() + i * T;
-          const float* pi = p.data() + i * T;
+          float* ds = dp + i * T;
+          const float* pi = p + i * T;
           for (int64_t j = 0; j <= i; j++) ds[j] = pi[j] * (ds[j] - rowDot);
           std::memset(ds + i + 1, 0, sizeof(float) * (i1 - i - 1));
         }
