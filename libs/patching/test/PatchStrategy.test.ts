@@ -42,6 +42,20 @@ describe.each(["cpu", "wasm"])("PatchStrategy on %s", (backend) => {
       dy.dispose();
       expectClose(g, flat([[[[0.5, 1, 1.5], [0.5, 1, 1.5]], [[2, 2.5, 3], [2, 2.5, 3]]]]));
     });
+
+    it("has tf.mean's value and gradient bit for bit (its own gradient only avoids the ones tensor)", () => {
+      const [B, T, K, C] = [2, 3, 4, 5];
+      const x = tf.tensor4d(randomFloats(B * T * K * C, 7), [B, T, K, C]);
+      const dy = tf.tensor3d(randomFloats(B * T * C, 8), [B, T, C]);
+      const through = (f: (x: tf.Tensor4D) => tf.Tensor) =>
+        tf.tidy(() => [f(x).dataSync(), tf.grad((v: tf.Tensor) => tf.sum(tf.mul(f(v as tf.Tensor4D), dy)))(x).dataSync()].map((a) => Array.from(a)));
+      const [value, grad] = through((v) => PatchStrategy.mean.aggregate(v, {}));
+      const [refValue, refGrad] = through((v) => tf.mean(v, 2));
+      tf.dispose([x, dy]);
+      expect(value).toEqual(refValue);
+      expect(grad).toEqual(refGrad);
+      expect(new Set(grad).size).toBeGreaterThan(1);
+    });
   });
 
   describe("first and last", () => {
