@@ -6,6 +6,10 @@
 #include <atomic>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "kernels.h"
 #include "pool.h"
 #include "vecmath.h"
@@ -18,17 +22,63 @@ int64_t rowsPerTask(int64_t cols) { return std::max<int64_t>(1, kGrain / std::ma
 
 }  // namespace
 
+namespace {
+// One AdamW element: the moments' and the parameter's new values.
+inline void adamwAt(const float* p, const float* m, const float* v, const float* g, float* pOut, float* mOut, float* vOut,
+                    int64_t i, int64_t o, const AdamWParams& h) {
+  const float mi = m[i] * h.beta1 + g[i] * h.c1;
+  const float vi = v[i] * h.beta2 + (g[i] * g[i]) * h.c2;
+  const float denom = std::sqrt(vi) * h.invSqrtBc2 + h.eps;
+  mOut[o] = mi;
+  vOut[o] = vi;
+  pOut[o] = p[i] * h.shrink - (mi / denom) * h.stepSize;
+}
+
+#if defined(__x86_64__)
+// Rows of kStreamBlock elements are computed into stack buffers (L1) and then streamed to the
+// outputs with non-temporal stores: the new parameters and moments are not read again before the
+// next step, long after they would have left the cache, so writing them through the cache only
+// added a read of every output line before its write: 40 bytes of memory traffic per parameter
+// instead of the 28 needed. The arithmetic is adamwAt's either way, so the bits do not depend on
+// the path.
+constexpr int64_t kStreamBlock = 256;
+
+bool aligned16(const float* x) { return (reinterpret_cast<uintptr_t>(x) & 15) == 0; }
+
+void streamOut(float* dst, const float* src) {
+  for (int64_t j = 0; j < kStreamBlock; j += 4) _mm_stream_ps(dst + j, _mm_load_ps(src + j));
+}
+#endif
+}  // namespace
+
 void adamw(const float* p, const float* m, const float* v, const float* g, float* pOut, float* mOut, float* vOut, int64_t n,
            const AdamWParams& h) {
   pool().parallelFor(n, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; i++) {
-      const float mi = m[i] * h.beta1 + g[i] * h.c1;
-      const float vi = v[i] * h.beta2 + (g[i] * g[i]) * h.c2;
-      const float denom = std::sqrt(vi) * h.invSqrtBc2 + h.eps;
-      mOut[i] = mi;
-      vOut[i] = vi;
-      pOut[i] = p[i] * h.shrink - (mi / denom) * h.stepSize;
+    int64_t i = begin;
+#if defined(__x86_64__)
+    // Up to the first element at which all three outputs are 16-byte aligned (when they agree
+    // modulo 16, as pooled arrays do), then whole blocks streamed.
+    while (i < end && !(aligned16(pOut + i) && aligned16(mOut + i) && aligned16(vOut + i)) && i - begin < 4) {
+      adamwAt(p, m, v, g, pOut, mOut, vOut, i, i, h);
+      i++;
     }
+    if (aligned16(pOut + i) && aligned16(mOut + i) && aligned16(vOut + i)) {
+      alignas(64) float pb[kStreamBlock], mb[kStreamBlock], vb[kStreamBlock];
+      for (; i + kStreamBlock <= end; i += kStreamBlock) {
+        const float* pi = p + i;
+        const float* mi = m + i;
+        const float* vi = v + i;
+        const float* gi = g + i;
+        for (int64_t j = 0; j < kStreamBlock; j++) adamwAt(pi, mi, vi, gi, pb, mb, vb, j, j, h);
+        streamOut(pOut + i, pb);
+        streamOut(mOut + i, mb);
+        streamOut(vOut + i, vb);
+      }
+      // Streamed stores are weakly ordered: fence them before the pool reports this task done.
+      _mm_sfence();
+    }
+#endif
+    for (; i < end; i++) adamwAt(p, m, v, g, pOut, mOut, vOut, i, i, h);
   });
 }
 
