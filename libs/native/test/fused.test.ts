@@ -38,11 +38,12 @@ describeNative("Fused ops: native kernels against their tfjs definitions", () =>
     }
   });
 
-  it("adamw matches the tfjs arithmetic with and without a gradient scale, decayed or not", async () => {
+  // [129, 67]: one task, streamed blocks of 256 plus a tail; [3, 11023]: several tasks of the
+  // pool, each with its own aligned head, blocks and tail.
+  it.each([[[129, 67]], [[3, 11023]]])("adamw matches the tfjs arithmetic with and without a gradient scale, decayed or not (%j)", async (shape) => {
     const attrs = (shrink: number): Fused.AdamWAttrs => ({ beta1: 0.9, beta2: 0.95, eps: 1e-8, invSqrtBc2: 1 / Math.sqrt(1 - 0.95 ** 3), shrink, stepSize: 3e-4 / (1 - 0.9 ** 3) });
     for (const [shrink, scale] of [[1 - 3e-5, undefined], [1, 0.37]] as const) {
       await expectNativeMatchesCpu(`adamw shrink ${shrink} scale ${scale}`, () => {
-        const shape = [129, 67];
         const out = Fused.adamw(rand(shape, 7), rand(shape, 8, -0.01, 0.01), rand(shape, 9, 0, 1e-4), rand(shape, 10), attrs(shrink), scale === undefined ? undefined : tf.scalar(scale));
         return [out.param, out.m, out.v];
       }, 1e-7, 1e-5);
