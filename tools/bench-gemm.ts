@@ -5,6 +5,7 @@
  * fp32 sums; its fraction of peak is of the FP32 peak, which VDPBF16PS can double).
  *
  *   npx tsx tools/bench-gemm.ts [--seconds 0.6] [--rounds 3] [--threads N] [--shapes 2048x256x4096:bT,...]
+ *     [--paths avx512,bf16]
  *
  * A shape is MxNxK with an optional :aT or :bT (the transposed operand: tfjs's gradient forms).
  * The default shapes are a reference-config training step's (B=8, T=256, C=256, SwiGLU 688,
@@ -57,6 +58,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     threads: { type: "string" },
     shapes: { type: "string" },
+    paths: { type: "string" },
   },
 });
 const seconds = Number(values.seconds);
@@ -72,11 +74,19 @@ if (registration._tag === "Unavailable") {
 // An addon built without OpenBLAS has only our paths (and no ratios).
 const withOpenblas = registration.info.blas !== "none";
 type Path = "openblas" | NativeBackend.GemmIsa | "bf16";
-const paths: ReadonlyArray<Path> = [
+const available: ReadonlyArray<Path> = [
   ...(withOpenblas ? ["openblas" as const] : []),
   ...registration.info.gemmIsas,
   ...(registration.info.bf16Supported ? ["bf16" as const] : []),
 ];
+// --paths avx512,bf16: only these (A/B runs of one path between two builds); the rest are not run.
+const wanted = values.paths?.split(",");
+const unknown = wanted?.filter((p) => !available.includes(p as Path));
+if (unknown !== undefined && unknown.length > 0) {
+  console.error(`--paths: ${unknown.join(", ")} not among this machine's paths (${available.join(", ")})`);
+  process.exit(1);
+}
+const paths = wanted === undefined ? available : available.filter((p) => wanted.includes(p));
 const select = (path: Path): void => {
   const error = NativeBackend.selectPrecision(path === "bf16" ? "bf16" : "fp32") ?? (path === "bf16" ? undefined : NativeBackend.selectGemm(path));
   if (error !== undefined) throw new Error(error);

@@ -349,6 +349,24 @@ const bf16Runs = registration._tag === "Registered" && registration.info.bf16Sup
     expect(inBf16).toBeLessThan(2 ** -8);
   });
 
+  it("flush fp32 denormal operands to zero, as VCVTNE2PS2BF16 does (fp32 keeps them)", () => {
+    const [M, N, K] = [2, 40, 3];
+    const a = new Float32Array(M * K);
+    a[0] = 1e-39; // denormal in fp32 (and as a bf16)
+    a[K] = -3e-39;
+    const b = new Float32Array(K * N).fill(1e30);
+    const out = new Float32Array(M * N);
+    NativeBackend.gemm(a, b, out, M, N, K);
+    const inBf16 = Array.from(out);
+    expect(NativeBackend.selectPrecision("fp32")).toBeUndefined();
+    NativeBackend.gemm(a, b, out, M, N, K);
+    const inFp32 = Array.from(out);
+    expect(NativeBackend.selectPrecision("bf16")).toBeUndefined();
+    expect(inBf16.every((x) => Object.is(Math.abs(x), 0))).toBe(true);
+    expect(inFp32[0]).toBeCloseTo(1e-9, 12);
+    expect(inFp32[N]).toBeCloseTo(-3e-9, 12);
+  });
+
   it("keep NaN and infinity", () => {
     const [M, N, K] = [13, 33, 7];
     const a = floats(M * K, 5).slice();

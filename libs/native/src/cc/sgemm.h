@@ -33,10 +33,11 @@ GemmIsa gemmBestIsa();
 void sgemm(GemmIsa isa, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
-// Whether this CPU runs gemmBf16 (AVX512_BF16 and AVX-512F).
+// Whether this CPU runs gemmBf16 (AVX512_BF16, AVX-512F and AVX-512BW).
 bool bf16GemmSupported();
 
-// As sgemm, with op(A) and op(B) rounded to bf16 (to nearest, ties to even) as they are packed,
+// As sgemm, with op(A) and op(B) rounded to bf16 (to nearest, ties to even; fp32 denormals to
+// zero, as VCVTNE2PS2BF16 does) as they are packed,
 // and the products accumulated in fp32 by VDPBF16PS: the matmul of bf16 mixed precision. C, alpha
 // and beta stay fp32. Only where bf16GemmSupported().
 void gemmBf16(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
