@@ -58,11 +58,8 @@ float* scratch(int which, int64_t n) {
   return buffer.data();
 }
 
-// Rows i0..i1−1 of P (ld T, columns 0..i1−1) <- causal softmax of scale·Q·Kᵀ for those rows,
-// given each row's logsumexp (backward) or computing it into lse (forward).
-void probabilities(const float* q, int64_t ldq, const float* k, int64_t ldk, float* p, float* lse, bool haveLse, int64_t T,
-                   int64_t D, float scale, int64_t i0, int64_t i1) {
-  gemm(false, true, i1 - i0, i1, D, scale, q + i0 * ldq, ldq, k, ldk, 0.0f, p + i0 * T, T);
+// Rows i0..i1−1 of P (ld T) <- their causal softmax, in place over the scores (see probabilities).
+PATCHLM_WIDE_CLONES void softmaxRows(float* p, float* lse, bool haveLse, int64_t T, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; i++) {
     float* row = p + i * T;
     const int64_t n = i + 1;
@@ -76,6 +73,26 @@ void probabilities(const float* q, int64_t ldq, const float* k, int64_t ldk, flo
       for (int64_t j = 0; j < n; j++) row[j] *= inv;
     }
     std::memset(row + n, 0, sizeof(float) * (i1 - n));
+  }
+}
+
+// Rows i0..i1−1 of P (ld T, columns 0..i1−1) <- causal softmax of scale·Q·Kᵀ for those rows,
+// given each row's logsumexp (backward) or computing it into lse (forward).
+void probabilities(const float* q, int64_t ldq, const float* k, int64_t ldk, float* p, float* lse, bool haveLse, int64_t T,
+                   int64_t D, float scale, int64_t i0, int64_t i1) {
+  gemm(false, true, i1 - i0, i1, D, scale, q + i0 * ldq, ldq, k, ldk, 0.0f, p + i0 * T, T);
+  softmaxRows(p, lse, haveLse, T, i0, i1);
+}
+
+// Rows i0..i1−1 of dP (ld T) <- dS = P ∘ (dP − rowsum(dO ∘ O)), zero above the diagonal.
+PATCHLM_WIDE_CLONES void scoreGrads(float* dp, const float* p, const float* dout, const float* o, int64_t ld, int64_t D, int64_t T,
+                                    int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; i++) {
+    const float rowDot = dot(dout + i * ld, o + i * ld, D);
+    float* ds = dp + i * T;
+    const float* pi = p + i * T;
+    for (int64_t j = 0; j <= i; j++) ds[j] = pi[j] * (ds[j] - rowDot);
+    std::memset(ds + i + 1, 0, sizeof(float) * (i1 - i - 1));
   }
 }
 
@@ -139,13 +156,7 @@ void causalAttentionGrad(const float* dout, const float* q, const float* k, cons
         probabilities(qh, ldq, kg, ldk, p, const_cast<float*>(lse + (b * H + h) * T), true, T, D, scale, i0, i1);
         gemm(true, false, i1, D, rows, 1.0f, pb, T, doh + i0 * ldq, ldq, 1.0f, dvg, ldk);
         gemm(false, true, rows, i1, D, 1.0f, doh + i0 * ldq, ldq, vg, ldk, 0.0f, dpb, T);
-        for (int64_t i = i0; i < i1; i++) {
-          const float rowDot = dot(doh + i * ldq, oh + i * ldq, D);
-          float* ds = dp + i * T;
-          const float* pi = p + i * T;
-          for (int64_t j = 0; j <= i; j++) ds[j] = pi[j] * (ds[j] - rowDot);
-          std::memset(ds + i + 1, 0, sizeof(float) * (i1 - i - 1));
-        }
+        scoreGrads(dp, p, doh, oh, ldq, D, T, i0, i1);
         gemm(false, false, rows, D, i1, scale, dpb, T, kg, ldk, 0.0f, dqh + i0 * ldq, ldq);
         gemm(true, false, i1, D, rows, scale, dpb, T, qh + i0 * ldq, ldq, 1.0f, dkg, ldk);
       }

@@ -125,26 +125,71 @@ void rmsNormGrad(const float* dy, const float* x, const float* gain, float* dx, 
       for (int64_t c = 0; c < cols; c++) dgain[c] += partial[static_cast<size_t>(p) * cols + c];
 }
 
+namespace {
+PATCHLM_WIDE_CLONES void swigluRange(const float* gate, const float* up, float* y, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; i++) y[i] = (gate[i] * fastSigmoid(gate[i])) * up[i];
+}
+
+PATCHLM_WIDE_CLONES void swigluGradRange(const float* dy, const float* gate, const float* up, float* dgate, float* dup, int64_t begin,
+                                         int64_t end) {
+  for (int64_t i = begin; i < end; i++) {
+    const float s = fastSigmoid(gate[i]);
+    dup[i] = dy[i] * (gate[i] * s);
+    dgate[i] = dy[i] * up[i] * (s * (1.0f + gate[i] * (1.0f - s)));
+  }
+}
+}  // namespace
+
 void swiglu(const float* gate, const float* up, float* y, int64_t n) {
-  pool().parallelFor(n, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; i++) y[i] = (gate[i] * fastSigmoid(gate[i])) * up[i];
-  });
+  pool().parallelFor(n, kGrain, [&](int64_t begin, int64_t end) { swigluRange(gate, up, y, begin, end); });
 }
 
 // y = g·σ(g)·u: du = dy·g·σ(g), dg = dy·u·σ(g)·(1 + g·(1 − σ(g))).
 void swigluGrad(const float* dy, const float* gate, const float* up, float* dgate, float* dup, int64_t n) {
-  pool().parallelFor(n, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; i++) {
-      const float s = fastSigmoid(gate[i]);
-      dup[i] = dy[i] * (gate[i] * s);
-      dgate[i] = dy[i] * up[i] * (s * (1.0f + gate[i] * (1.0f - s)));
-    }
-  });
+  pool().parallelFor(n, kGrain, [&](int64_t begin, int64_t end) { swigluGradRange(dy, gate, up, dgate, dup, begin, end); });
 }
 
 }  // namespace patchlm
 
 namespace patchlm {
+
+namespace {
+// weightedCrossEntropy's rows begin..end−1: their lse, and their part of the loss.
+PATCHLM_WIDE_CLONES double crossEntropyRows(const float* z, const int32_t* t, const float* w, float* lse, int64_t V, int64_t K,
+                                            int64_t begin, int64_t end) {
+  double acc = 0.0;
+  for (int64_t r = begin; r < end; r++) {
+    const float* __restrict zr = z + r * V;
+    const float m = maxOf(zr, V);
+    const float l = m + std::log(sumExp(zr, V, m));
+    lse[r] = l;
+    for (int64_t k = 0; k < K; k++) {
+      const float wk = w[r * K + k];
+      const int32_t tk = t[r * K + k];
+      if (wk != 0.0f && tk >= 0 && tk < V) acc += static_cast<double>(wk) * (l - zr[tk]);
+    }
+  }
+  return acc;
+}
+
+// weightedCrossEntropyGrad's rows begin..end−1.
+PATCHLM_WIDE_CLONES void crossEntropyGradRows(float dy, const float* z, const int32_t* t, const float* w, const float* lse, float* dz,
+                                              int64_t V, int64_t K, int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; r++) {
+    const float* __restrict zr = z + r * V;
+    float* __restrict dr = dz + r * V;
+    float wsum = 0.0f;
+    for (int64_t k = 0; k < K; k++) wsum += w[r * K + k];
+    const float scale = dy * wsum;
+    const float l = lse[r];
+    for (int64_t v = 0; v < V; v++) dr[v] = scale * fastExp(zr[v] - l);
+    for (int64_t k = 0; k < K; k++) {
+      const int32_t tk = t[r * K + k];
+      if (tk >= 0 && tk < V) dr[tk] -= dy * w[r * K + k];
+    }
+  }
+}
+}  // namespace
 
 // Per row r: lse_r = log Σ_v exp(z_rv); loss = Σ_r Σ_k w_rk·(lse_r − z_r[t_rk]). Targets outside
 // [0, V) must carry weight 0 (ignored slots); they are never read.
@@ -154,19 +199,7 @@ double weightedCrossEntropy(const float* z, const int32_t* t, const float* w, fl
   std::atomic<int> nextPart{0};
   pool().parallelFor(R, rowsPerTask(V), [&](int64_t begin, int64_t end) {
     const int part = nextPart.fetch_add(1);
-    double acc = 0.0;
-    for (int64_t r = begin; r < end; r++) {
-      const float* __restrict zr = z + r * V;
-      const float m = maxOf(zr, V);
-      const float l = m + std::log(sumExp(zr, V, m));
-      lse[r] = l;
-      for (int64_t k = 0; k < K; k++) {
-        const float wk = w[r * K + k];
-        const int32_t tk = t[r * K + k];
-        if (wk != 0.0f && tk >= 0 && tk < V) acc += static_cast<double>(wk) * (l - zr[tk]);
-      }
-    }
-    partial[part] = acc;
+    partial[part] = crossEntropyRows(z, t, w, lse, V, K, begin, end);
   });
   double total = 0.0;
   for (double p : partial) total += p;
@@ -176,21 +209,7 @@ double weightedCrossEntropy(const float* z, const int32_t* t, const float* w, fl
 // dz_r = dy·((Σ_k w_rk)·exp(z_r − lse_r) − Σ_k w_rk·onehot(t_rk)).
 void weightedCrossEntropyGrad(float dy, const float* z, const int32_t* t, const float* w, const float* lse, float* dz,
                               int64_t R, int64_t V, int64_t K) {
-  pool().parallelFor(R, rowsPerTask(V), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; r++) {
-      const float* __restrict zr = z + r * V;
-      float* __restrict dr = dz + r * V;
-      float wsum = 0.0f;
-      for (int64_t k = 0; k < K; k++) wsum += w[r * K + k];
-      const float scale = dy * wsum;
-      const float l = lse[r];
-      for (int64_t v = 0; v < V; v++) dr[v] = scale * fastExp(zr[v] - l);
-      for (int64_t k = 0; k < K; k++) {
-        const int32_t tk = t[r * K + k];
-        if (tk >= 0 && tk < V) dr[tk] -= dy * w[r * K + k];
-      }
-    }
-  });
+  pool().parallelFor(R, rowsPerTask(V), [&](int64_t begin, int64_t end) { crossEntropyGradRows(dy, z, t, w, lse, dz, V, K, begin, end); });
 }
 
 void rope(const float* x, const float* cos, const float* sin, float* y, int64_t B, int64_t T, int64_t heads, int64_t D,

@@ -6,6 +6,17 @@
 #include <cstdint>
 #include <cstring>
 
+// PATCHLM_WIDE_CLONES on a function with exp-heavy loops compiles it twice, for the build's
+// baseline and for x86-64-v4 (AVX-512), and picks one per CPU when the addon loads (GCC's
+// target_clones, an ifunc): the portable build's AVX2 baseline left half the vector width unused
+// on AVX-512 CPUs, where softmax and cross-entropy exps cost as much as the attention products.
+// The loops below fix their summation lanes (kLanes), so both clones give the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PATCHLM_WIDE_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#else
+#define PATCHLM_WIDE_CLONES
+#endif
+
 namespace patchlm {
 
 inline float bitsToFloat(int32_t i) {
