@@ -92,18 +92,17 @@ export type GemmIsa = "avx512" | "avx2" | "neon" | "portable";
 const gemmIsaCodes: Record<GemmIsa, number> = { portable: 0, avx2: 1, avx512: 2, neon: 3 };
 const isGemmIsa = (s: string): s is GemmIsa => Object.hasOwn(gemmIsaCodes, s);
 
-/** OpenBLAS's kernel sets (its core names) that run AVX-512. */
-const avx512BlasCores = new Set(["SkylakeX", "Cooperlake", "SapphireRapids"]);
-
 /**
  * The GEMM a backend uses unless told otherwise, from what the addon offers and the OpenBLAS
- * kernels in use (after `redetectBlasCore`). Measured in docs/performance.md: our AVX-512 kernels
- * are 1.35–2.0× OpenBLAS's AVX2 ones (the "Haswell" core that OPENBLAS_CORETYPE=Haswell forces)
- * but 0.72–1.09× its AVX-512 ones, and our AVX2 path runs at about half our AVX-512 speed. So:
- * ours where it has AVX-512 and OpenBLAS does not, or where there is no OpenBLAS; OpenBLAS
- * otherwise. Our portable path (scalar C++, 3% of OpenBLAS) is never a default while OpenBLAS
- * exists, nor is our NEON path (tested under emulation only, never timed against OpenBLAS's
- * ARMv8 kernels).
+ * kernels in use (after `redetectBlasCore`). Measured in docs/performance.md (2026-12-08): our
+ * AVX-512 kernels are 1.6–2.1× OpenBLAS's AVX2 ones (the "Haswell" core that
+ * OPENBLAS_CORETYPE=Haswell forces) and 0.94–1.10× its own AVX-512 ones (Cooperlake), and a
+ * training step on ours was faster in every round of the peer benchmark; our AVX2 path runs at
+ * about half our AVX-512 speed. So: ours wherever it has AVX-512, whatever OpenBLAS's core (the
+ * speed then no longer depends on the OpenBLAS variables), or where there is no OpenBLAS;
+ * OpenBLAS otherwise. Our portable path (scalar C++, 3% of OpenBLAS) is never a default while
+ * OpenBLAS exists, nor is our NEON path (tested under emulation only, never timed against
+ * OpenBLAS's ARMv8 kernels).
  */
 export const defaultGemm = (addon: {
   readonly blas: string;
@@ -112,10 +111,10 @@ export const defaultGemm = (addon: {
 }): { readonly isa: GemmIsa | "openblas"; readonly reason: string } => {
   const best = addon.gemmIsas[0] ?? "portable";
   if (addon.blas === "none") return { isa: best, reason: "built without OpenBLAS" };
-  if (best === "avx512" && !avx512BlasCores.has(addon.blasCore)) {
-    return { isa: "avx512", reason: `OpenBLAS runs its ${addon.blasCore} kernels, without AVX-512` };
+  if (best === "avx512") {
+    return { isa: "avx512", reason: `our AVX-512 kernels; OpenBLAS's ${addon.blasCore} kernels are not faster` };
   }
-  return { isa: "openblas", reason: `OpenBLAS's ${addon.blasCore} kernels${best === "avx512" ? " use AVX-512 too" : ""}` };
+  return { isa: "openblas", reason: `OpenBLAS's ${addon.blasCore} kernels; ours would run ${best} here` };
 };
 
 /** The GEMM choice from the options, else the environment; undefined keeps the current one. */
