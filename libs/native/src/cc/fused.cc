@@ -212,30 +212,38 @@ void weightedCrossEntropyGrad(float dy, const float* z, const int32_t* t, const 
   pool().parallelFor(R, rowsPerTask(V), [&](int64_t begin, int64_t end) { crossEntropyGradRows(dy, z, t, w, lse, dz, V, K, begin, end); });
 }
 
-void rope(const float* x, const float* cos, const float* sin, float* y, int64_t B, int64_t T, int64_t heads, int64_t D,
-          bool transpose) {
+namespace {
+// rope's rows begin..end−1 (each `heads` heads of D); transpose is the adjoint (the gradient, the
+// rotation by −θ). Every pointer is restrict-qualified and the
+// two halves are separate loops: with the tables' pointers possibly aliasing the output, GCC kept
+// the loop scalar.
+PATCHLM_WIDE_CLONES void ropeRows(const float* __restrict x, const float* __restrict cos, const float* __restrict sin,
+                                  float* __restrict y, int64_t T, int64_t heads, int64_t D, bool transpose, int64_t begin,
+                                  int64_t end) {
   const int64_t half = D / 2;
   const int64_t width = heads * D;
-  pool().parallelFor(B * T, rowsPerTask(width), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; r++) {
-      const float* c = cos + (r % T) * D;
-      const float* s = sin + (r % T) * D;
-      for (int64_t h = 0; h < heads; h++) {
-        const float* __restrict xi = x + r * width + h * D;
-        float* __restrict yi = y + r * width + h * D;
-        if (transpose) {
-          for (int64_t d = 0; d < half; d++) {
-            yi[d] = xi[d] * c[d] + xi[d + half] * s[d + half];
-            yi[d + half] = xi[d + half] * c[d + half] - xi[d] * s[d];
-          }
-        } else {
-          for (int64_t d = 0; d < half; d++) {
-            yi[d] = xi[d] * c[d] - xi[d + half] * s[d];
-            yi[d + half] = xi[d + half] * c[d + half] + xi[d] * s[d + half];
-          }
-        }
+  for (int64_t r = begin; r < end; r++) {
+    const float* __restrict c = cos + (r % T) * D;
+    const float* __restrict s = sin + (r % T) * D;
+    for (int64_t h = 0; h < heads; h++) {
+      const float* __restrict xi = x + r * width + h * D;
+      float* __restrict yi = y + r * width + h * D;
+      if (transpose) {
+        for (int64_t d = 0; d < half; d++) yi[d] = xi[d] * c[d] + xi[d + half] * s[d + half];
+        for (int64_t d = 0; d < half; d++) yi[d + half] = xi[d + half] * c[d + half] - xi[d] * s[d];
+      } else {
+        for (int64_t d = 0; d < half; d++) yi[d] = xi[d] * c[d] - xi[d + half] * s[d];
+        for (int64_t d = 0; d < half; d++) yi[d + half] = xi[d + half] * c[d + half] + xi[d] * s[d + half];
       }
     }
+  }
+}
+}  // namespace
+
+void rope(const float* x, const float* cos, const float* sin, float* y, int64_t B, int64_t T, int64_t heads, int64_t D,
+          bool transpose) {
+  pool().parallelFor(B * T, rowsPerTask(heads * D), [&](int64_t begin, int64_t end) {
+    ropeRows(x, cos, sin, y, T, heads, D, transpose, begin, end);
   });
 }
 
