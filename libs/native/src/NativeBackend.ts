@@ -46,8 +46,9 @@ export interface Info {
 
 /**
  * The precision of matmuls (BatchMatMul and the attention products): "fp32", or "bf16" mixed
- * precision: the operands rounded to bf16 (nearest, ties to even) and multiplied by VDPBF16PS into
- * fp32 sums; results, weights, gradients, optimizer state, norms, softmax and losses stay fp32.
+ * precision: the operands rounded to bf16 (nearest, ties to even; fp32 denormals to zero) and
+ * multiplied by VDPBF16PS into fp32 sums; results, weights, gradients, optimizer state, norms,
+ * softmax and losses stay fp32.
  */
 export type Precision = "fp32" | "bf16";
 
