@@ -319,15 +319,15 @@ __attribute__((target("avx512f"), always_inline)) inline void transpose16x16(__m
 
 inline __mmask16 firstLanes(int64_t n) { return n >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1); }
 
+// How far along its lines (in floats) the transposing packer prefetches: 16 lines are read in
+// parallel, one 64-byte line of each per block.
+constexpr int64_t kPrefetchAlong = 64;
+
 // pack's transposing case (sp == 1: rows of A, or columns of Bᵀ, with k contiguous) in 16×16
 // blocks: 16 lines × 16 k loaded as vectors, transposed in registers, stored as 16 panel rows.
 // The scalar gather made packing about 15% of the products' time in a training step (one load
 // and one store per element; the attention products, with small N, packed for longer than they
 // multiplied).
-// How far along its lines (in floats) the transposing packer prefetches: 16 lines are read in
-// parallel, one 64-byte line of each per block.
-constexpr int64_t kPrefetchAlong = 64;
-
 __attribute__((target("avx512f"))) void packTransposedAvx512(const float* src, int64_t si, int64_t extent, int64_t kc, int64_t r,
                                                              float* dst) {
   for (int64_t i0 = 0; i0 < extent; i0 += r, dst += r * kc) {
@@ -405,8 +405,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) inline __m
 // As pack, with bf16 pairs: panel q holds, for each pair of k (p, p+1), the pairs of rows q·r + i
 // for i < r; an odd kc's last pair and rows past `extent` are zero. 16 elements at a time (the
 // kernel runs only on AVX-512 CPUs). Rows contiguous (si == 1: B, or Aᵀ): each pair of k lines
-// gives r words, two loads per 16. k contiguous (sp == 1: A, or Bᵀ): each row gives 16 pairs from
-// 32 consecutive floats, written down the panel's column of that row.
+// gives r words, two loads per 16. k contiguous (sp == 1: A, or Bᵀ): 16 rows × 16 pairs (32
+// consecutive floats of each row) at a time, transposed as 32-bit words into 16 panel rows.
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void packBf16(const float* src, int64_t si, int64_t sp, int64_t extent, int64_t kc, int64_t r,
                                                  Bf16Pair* dst) {
   const int64_t pairs = (kc + 1) / 2;
@@ -433,38 +433,35 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void packBf16(const float
     }
     return;
   }
+  // Lines past `extent` pack as zero pairs.
+  const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
   for (int64_t i0 = 0; i0 < extent; i0 += r, dst += r * pairs) {
     const int64_t rows = std::min(r, extent - i0);
     const float* s0 = src + i0 * si;
-    {
-      // 16 lines × 16 pairs (32 floats each) at a time, transposed as 32-bit words into 16 panel
-      // rows; lines past `extent` pack as zero pairs.
-      const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-      const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
-      for (int64_t ib = 0; ib < r; ib += 16) {
-        const __mmask16 lanes = firstLanes(r - ib);
-        const int64_t live = std::min<int64_t>(16, std::max<int64_t>(0, rows - ib));
-        for (int64_t q0 = 0; q0 < pairs; q0 += 16) {
-          const int64_t left = kc - 2 * q0;  // floats of each line from pair q0 on
-          __m512 v[16];
-          for (int t = 0; t < 16; t++) {
-            if (t >= live) {
-              v[t] = _mm512_setzero_ps();
-              continue;
-            }
-            const float* line = s0 + (ib + t) * si + 2 * q0;
-            const __m512 x0 = _mm512_maskz_loadu_ps(firstLanes(left), line);
-            const __m512 x1 = _mm512_maskz_loadu_ps(firstLanes(left - 16), line + 16);
-            // Even floats are each pair's k, odd ones its k + 1.
-            const __m512 lo = _mm512_permutex2var_ps(x0, evens, x1);
-            const __m512 hi = _mm512_permutex2var_ps(x0, odds, x1);
-            v[t] = _mm512_castsi512_ps(bf16Pairs(lo, hi));
+    for (int64_t ib = 0; ib < r; ib += 16) {
+      const __mmask16 lanes = firstLanes(r - ib);
+      const int64_t live = std::min<int64_t>(16, std::max<int64_t>(0, rows - ib));
+      for (int64_t q0 = 0; q0 < pairs; q0 += 16) {
+        const int64_t left = kc - 2 * q0;  // floats of each line from pair q0 on
+        __m512 v[16];
+        for (int t = 0; t < 16; t++) {
+          if (t >= live) {
+            v[t] = _mm512_setzero_ps();
+            continue;
           }
-          transpose16x16(v);
-          const int64_t n = std::min<int64_t>(16, pairs - q0);
-          Bf16Pair* d = dst + q0 * r + ib;
-          for (int64_t t = 0; t < n; t++) _mm512_mask_storeu_ps(d + t * r, lanes, v[t]);
+          const float* line = s0 + (ib + t) * si + 2 * q0;
+          const __m512 x0 = _mm512_maskz_loadu_ps(firstLanes(left), line);
+          const __m512 x1 = _mm512_maskz_loadu_ps(firstLanes(left - 16), line + 16);
+          // Even floats are each pair's k, odd ones its k + 1.
+          const __m512 lo = _mm512_permutex2var_ps(x0, evens, x1);
+          const __m512 hi = _mm512_permutex2var_ps(x0, odds, x1);
+          v[t] = _mm512_castsi512_ps(bf16Pairs(lo, hi));
         }
+        transpose16x16(v);
+        const int64_t n = std::min<int64_t>(16, pairs - q0);
+        Bf16Pair* d = dst + q0 * r + ib;
+        for (int64_t t = 0; t < n; t++) _mm512_mask_storeu_ps(d + t * r, lanes, v[t]);
       }
     }
   }
