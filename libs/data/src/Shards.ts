@@ -33,6 +33,7 @@ import { endianness } from "node:os";
 import * as path from "node:path";
 import { ShardError } from "./Errors";
 import { describeFsError, isNotFound } from "./internal/files";
+import { HandleCache } from "./internal/HandleCache";
 import { SplitName } from "./Split";
 
 export const magic = "PLMSHARD";
@@ -330,48 +331,6 @@ export interface Dataset {
   readonly shards: ReadonlyArray<ShardInfo>;
   /** Tokens [start, start + length) of the split's stream, across shard boundaries. */
   readonly read: (start: number, length: number) => Effect.Effect<Int32Array, ShardError>;
-}
-
-/**
- * A small LRU of open file handles: positioned reads on a few open files instead of loading
- * shards, so memory does not grow with the corpus. Handles in use are never closed.
- */
-class HandleCache {
-  private readonly entries = new Map<string, { handle: Promise<fsp.FileHandle>; users: number }>();
-  constructor(private readonly capacity: number) {}
-
-  async use<A>(file: string, f: (h: fsp.FileHandle) => Promise<A>): Promise<A> {
-    let e = this.entries.get(file);
-    if (e) this.entries.delete(file);
-    else e = { handle: fsp.open(file, "r"), users: 0 };
-    this.entries.set(file, e); // most recently used last
-    e.users++;
-    try {
-      const handle = await e.handle.catch((err: unknown) => {
-        this.entries.delete(file); // a failed open is not cached
-        throw err;
-      });
-      return await f(handle);
-    } finally {
-      e.users--;
-      await this.evict();
-    }
-  }
-
-  private async evict(): Promise<void> {
-    for (const [file, e] of this.entries) {
-      if (this.entries.size <= this.capacity) return;
-      if (e.users > 0) continue;
-      this.entries.delete(file);
-      await e.handle.then((h) => h.close()).catch(() => undefined);
-    }
-  }
-
-  async closeAll(): Promise<void> {
-    const all = [...this.entries.values()];
-    this.entries.clear();
-    await Promise.all(all.map(async (e) => (await e.handle.catch(() => undefined))?.close()));
-  }
 }
 
 export interface OpenOptions {

@@ -62,7 +62,14 @@ export const make = (o: WriterOptions): Effect.Effect<ShardWriter, never, Scope.
         const file = path.join(o.dir, shardFileName(o.split, o.prefix, written.length));
         const temp = AtomicFile.tempPathFor(file);
         const handle = await fsp.open(temp, "wx");
-        await handle.write(new Uint8Array(headerBytes), 0, headerBytes, 0);
+        try {
+          await handle.write(new Uint8Array(headerBytes), 0, headerBytes, 0);
+        } catch (e) {
+          // Not yet `current`, so the scope's finalizer would not close it.
+          await handle.close().catch(() => undefined);
+          await fsp.rm(temp, { force: true });
+          throw e;
+        }
         return { file, temp, handle, hash: createHash("sha256"), tokens: 0 };
       },
       catch: fail(path.join(o.dir, shardFileName(o.split, o.prefix, written.length))),
