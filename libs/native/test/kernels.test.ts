@@ -204,6 +204,9 @@ describeNative("native data movement kernels", () => {
         tf.scatterND(tf.tensor2d([1, 2, 0, 0, 1, 2], [3, 2], "int32"), rand([3, 4], 41), [2, 3, 4]),
         tf.unsortedSegmentSum(rand([6, 5], 42), tf.tensor1d([2, 0, 2, 3, 3, 2], "int32"), 4),
         tf.grad((e: tf.Tensor) => tf.sum(tf.mul(tf.gather(e, idsT), w)))(table),
+        // Rows wider than one thread's column range (257 = ranges of 144 and 113 on two threads),
+        // 3,000 updates into 50 rows: every row hit many times, from both ranges.
+        tf.scatterND(tf.tensor2d(Array.from({ length: 3000 }, (_, i) => (i * 7) % 50), [3000, 1], "int32"), rand([3000, 257], 45), [50, 257]),
       ];
     }, 1e-6, 1e-6);
   });

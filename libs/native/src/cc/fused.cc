@@ -25,13 +25,13 @@ int64_t rowsPerTask(int64_t cols) { return std::max<int64_t>(1, kGrain / std::ma
 namespace {
 // One AdamW element: the moments' and the parameter's new values.
 inline void adamwAt(const float* p, const float* m, const float* v, const float* g, float* pOut, float* mOut, float* vOut,
-                    int64_t i, int64_t o, const AdamWParams& h) {
+                    int64_t i, const AdamWParams& h) {
   const float mi = m[i] * h.beta1 + g[i] * h.c1;
   const float vi = v[i] * h.beta2 + (g[i] * g[i]) * h.c2;
   const float denom = std::sqrt(vi) * h.invSqrtBc2 + h.eps;
-  mOut[o] = mi;
-  vOut[o] = vi;
-  pOut[o] = p[i] * h.shrink - (mi / denom) * h.stepSize;
+  mOut[i] = mi;
+  vOut[i] = vi;
+  pOut[i] = p[i] * h.shrink - (mi / denom) * h.stepSize;
 }
 
 #if defined(__x86_64__)
@@ -59,17 +59,13 @@ void adamw(const float* p, const float* m, const float* v, const float* g, float
     // Up to the first element at which all three outputs are 16-byte aligned (when they agree
     // modulo 16, as pooled arrays do), then whole blocks streamed.
     while (i < end && !(aligned16(pOut + i) && aligned16(mOut + i) && aligned16(vOut + i)) && i - begin < 4) {
-      adamwAt(p, m, v, g, pOut, mOut, vOut, i, i, h);
+      adamwAt(p, m, v, g, pOut, mOut, vOut, i, h);
       i++;
     }
     if (aligned16(pOut + i) && aligned16(mOut + i) && aligned16(vOut + i)) {
       alignas(64) float pb[kStreamBlock], mb[kStreamBlock], vb[kStreamBlock];
       for (; i + kStreamBlock <= end; i += kStreamBlock) {
-        const float* pi = p + i;
-        const float* mi = m + i;
-        const float* vi = v + i;
-        const float* gi = g + i;
-        for (int64_t j = 0; j < kStreamBlock; j++) adamwAt(pi, mi, vi, gi, pb, mb, vb, j, j, h);
+        for (int64_t j = 0; j < kStreamBlock; j++) adamwAt(p + i, m + i, v + i, g + i, pb, mb, vb, j, h);
         streamOut(pOut + i, pb);
         streamOut(mOut + i, mb);
         streamOut(vOut + i, vb);
@@ -78,7 +74,7 @@ void adamw(const float* p, const float* m, const float* v, const float* g, float
       _mm_sfence();
     }
 #endif
-    for (; i < end; i++) adamwAt(p, m, v, g, pOut, mOut, vOut, i, i, h);
+    for (; i < end; i++) adamwAt(p, m, v, g, pOut, mOut, vOut, i, h);
   });
 }
 
